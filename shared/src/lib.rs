@@ -1,0 +1,43 @@
+//! orbhash's wire types: what the satellite downlinks and the ground reads.
+//!
+//! `no_std` and allocation-free so the same code runs on a flight computer, a microcontroller
+//! and the ground station; `std` extras sit behind the `std` feature.
+//!
+//! - A tile's hash is a [`Code`]; [`hamming`] compares two.
+//! - What is downlinked for one tile is a [`Record`].
+//! - Records travel in packets: CCSDS Space Packets built by [`encode_packet`] and checked by
+//!   [`decode_packet`] (CRC-32C, optional truncated HMAC-SHA-256 under a [`MacKey`]).
+//! - On byte streams each packet is a COBS frame ending in 0x00: [`PacketWriter`] writes them to an
+//!   `embedded_io::Write`; [`Decoder`] reads any chunking of bytes back into [`Event`]s and counts
+//!   losses, duplicates and replays ([`DecoderStats`]).
+//!
+//! The byte layout is in the [`packet`] module docs and in `FORMAT.md` beside this crate.
+#![no_std]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod code;
+pub mod decoder;
+#[cfg(feature = "std")]
+pub mod io;
+pub mod packet;
+pub mod record;
+mod wire;
+pub mod writer;
+
+pub use code::{hamming, Code, CodeError};
+pub use decoder::{
+    Continuity, Decoder, DecoderStats, Event, FrameError, Rejection, SequenceError, StreamDecoder,
+};
+#[cfg(feature = "std")]
+pub use io::{decode_stream, OwnedEvent, StdIo};
+pub use packet::{
+    decode_packet, encode_packet, EncodeError, MacKey, Malformed, PacketContext, PacketError,
+    PacketHeader, PacketView, Records,
+};
+pub use record::{
+    confidence_probability, quantise_confidence, MapCoordinates, ModelId, Record, TileGrid,
+    TilePosition,
+};
+pub use writer::{encode_frame, PacketWriter, WriteError, WriterConfig, MAX_FRAME_LEN};

@@ -1,0 +1,1 @@
+//! Helpers for orbhash's end-to-end tests, which live in `tests/tests/`.
