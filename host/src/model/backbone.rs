@@ -12,7 +12,8 @@ use tch::Tensor;
 
 use super::effnet::{self, EfficientNetConfig, EfficientNetLite0};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum BackboneKind {
     /// EfficientNet-Lite0, ImageNet-pretrained weights from the fetched checkpoint: the on-board
     /// default (ReLU6, no squeeze-excitation: built for edge int8).
@@ -41,6 +42,17 @@ impl BackboneKind {
             Self::Alexnet => "alexnet",
             Self::Resnet18 => "resnet18",
             Self::SmallCnn => "small-cnn",
+        }
+    }
+
+    /// Per-channel mean and standard deviation (of RGB values in [0, 1]) that the pretrained
+    /// weights expect: TensorFlow's EfficientNet-Lite was trained on [-1, 1] inputs, the
+    /// torchvision models on ImageNet statistics.
+    pub fn pretrained_mean_std(self) -> ([f32; 3], [f32; 3]) {
+        use crate::data::preprocess::{IMAGENET_MEAN, IMAGENET_STD};
+        match self {
+            Self::EffnetLite0 | Self::SmallCnn => ([0.5; 3], [0.5; 3]),
+            Self::Alexnet | Self::Resnet18 => (IMAGENET_MEAN, IMAGENET_STD),
         }
     }
 

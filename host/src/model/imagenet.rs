@@ -26,7 +26,10 @@ pub enum Normalisation {
 impl Normalisation {
     pub fn mean_std(self) -> ([f32; 3], [f32; 3]) {
         match self {
-            Self::Imagenet => ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+            Self::Imagenet => (
+                crate::data::preprocess::IMAGENET_MEAN,
+                crate::data::preprocess::IMAGENET_STD,
+            ),
             Self::Symmetric => ([0.5; 3], [0.5; 3]),
         }
     }

@@ -13,7 +13,8 @@
 use tch::{Kind, Reduction, Tensor};
 
 /// How the pairwise, quantisation and classification terms are weighted.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Combination {
     /// The MatConvNet code (the paper's): the backbone and hash layer get
     /// `η·∇(L_p + L_q) + (1 − η)·∇L_c`, the classifier only `∇L_c`.
@@ -31,7 +32,7 @@ impl Default for Combination {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LossConfig {
     /// Θ = uᵀv / scale: 32 in the paper's code, 2 for DPSH.
     pub scale: f64,

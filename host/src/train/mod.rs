@@ -1,3 +1,11 @@
-//! DHCNN training: the loss, the training loop and its schedule.
+//! DHCNN training: the network, its loss, the schedule, checkpoints and the training loop.
 
+pub mod checkpoint;
+pub mod cli;
+pub mod evaluate;
 pub mod loss;
+pub mod network;
+pub mod schedule;
+pub mod trainer;
+
+pub use trainer::{train, TrainConfig, TrainOutcome};

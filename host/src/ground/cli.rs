@@ -1,0 +1,529 @@
+//! `orbhash ground ...`: ingest downlinks, search the archive, show its state, benchmark.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::archive::{Archive, ArchiveStats, SessionReport};
+use super::ingest::{ingest_files, listen, read_key_file, IngestOptions, ListenOptions};
+use super::search::{run_query, Method, Query, QueryResult, QuerySpec, SearchSpec};
+use super::{parse_model_id, GroundError};
+
+/// The ground station: ingest downlinked records into the archive and search it by Hamming
+/// distance.
+#[derive(Debug, Args)]
+pub struct GroundArgs {
+    #[command(subcommand)]
+    pub command: GroundCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroundCommand {
+    /// Store downlinked packets (COBS-framed byte streams) from files, stdin or TCP. Duplicates are
+    /// dropped, so ingesting the same file twice adds nothing; each input or connection gets a
+    /// report of packets received, stored, corrupt, missing and duplicated.
+    Ingest(IngestArgs),
+    /// Find tiles like a code or an archived tile: the k nearest and/or all within a Hamming
+    /// radius, optionally only tiles with some label, scene or capture time.
+    Query(QueryArgs),
+    /// Archive size, records per label, passes and their losses, ingest sessions.
+    Stats(StatsArgs),
+    /// Register a model's card (JSON with its class names), so labels show by name.
+    ModelCard(ModelCardArgs),
+    /// Benchmark search (scan, multi-index hashing, optionally FAISS) and ingest on generated,
+    /// clustered codes; prints a table.
+    Bench(super::bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ArchiveArg {
+    /// The archive directory (created by ingest): archive.sqlite and the code matrices.
+    #[arg(long, default_value = "orbhash-archive")]
+    pub archive: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub archive: ArchiveArg,
+    /// Files of COBS-framed packets to ingest, one session each; `-` reads stdin.
+    #[arg(conflicts_with = "listen")]
+    pub inputs: Vec<PathBuf>,
+    /// Listen for TCP connections instead, one session per connection, until Ctrl-C. Without a
+    /// value: 127.0.0.1:5600. Loopback only unless an address is given (e.g. 0.0.0.0:5600).
+    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:5600")]
+    pub listen: Option<SocketAddr>,
+    /// Stop listening after this many connections have ended (default: run until Ctrl-C).
+    #[arg(long, requires = "listen")]
+    pub max_connections: Option<usize>,
+    /// Mission key file (64 hex digits): store only packets with a valid MAC; forged, unsigned or
+    /// replayed packets are refused and reported with the sender's address.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Commit (durably) after this many records.
+    #[arg(long, default_value_t = 100_000)]
+    pub batch_records: usize,
+    /// Commit at least this often while data arrives, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_ms: u64,
+    /// Print the session reports as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub archive: ArchiveArg,
+    /// Query code(s) in hex, K/8 bytes, byte 0 first. Several queries run as one batch.
+    #[arg(long = "code", value_name = "HEX")]
+    pub codes: Vec<String>,
+    /// Query by archived tile(s): TILE or SCENE:TILE.
+    #[arg(long = "tile", value_name = "[SCENE:]TILE")]
+    pub tiles: Vec<String>,
+    /// Model id (16 hex digits) whose codes to search; needed when the archive has several.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// How many nearest tiles to return (default 10 unless --radius is given).
+    #[arg(short, long)]
+    pub k: Option<usize>,
+    /// Return tiles within this Hamming distance (with -k: the k nearest of those).
+    #[arg(long)]
+    pub radius: Option<u32>,
+    /// Only tiles with this predicted label (class name from the model card, or index); repeat
+    /// for any of several.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Only tiles with the same predicted label as the query tile ("all water tiles like this").
+    #[arg(long)]
+    pub same_label: bool,
+    /// Only tiles of this scene; repeat for several.
+    #[arg(long = "scene")]
+    pub scenes: Vec<u32>,
+    /// Only tiles captured at or after this time (ms since the Unix epoch, UTC).
+    #[arg(long)]
+    pub after: Option<u64>,
+    /// Only tiles captured at or before this time (ms since the Unix epoch, UTC).
+    #[arg(long)]
+    pub before: Option<u64>,
+    /// Search method: `scan` (exact popcount scan), `mih` (exact multi-index hashing; pays off for
+    /// large archives and many queries), `auto`.
+    #[arg(long, default_value = "auto", value_parser = parse_method)]
+    pub method: Method,
+    /// Threads for the search (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub archive: ArchiveArg,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelCardArgs {
+    #[command(flatten)]
+    pub archive: ArchiveArg,
+    /// The model id (16 hex digits).
+    pub model: String,
+    /// The model card, JSON (`classes`: class names in label order; `code_bits` if the model has
+    /// sent nothing yet).
+    pub card: PathBuf,
+}
+
+fn parse_method(text: &str) -> Result<Method, String> {
+    match text {
+        "auto" => Ok(Method::Auto),
+        "scan" => Ok(Method::Scan),
+        "mih" => Ok(Method::Mih),
+        other => Err(format!("unknown method {other:?} (auto, scan, mih)")),
+    }
+}
+
+/// Runs `orbhash ground ...`.
+pub fn run(args: GroundArgs) -> anyhow::Result<()> {
+    match args.command {
+        GroundCommand::Ingest(args) => ingest(&args),
+        GroundCommand::Query(args) => query(&args),
+        GroundCommand::Stats(args) => stats(&args),
+        GroundCommand::ModelCard(args) => {
+            let model = parse_model_id(&args.model)?;
+            let card = std::fs::read_to_string(&args.card).map_err(|source| GroundError::Io {
+                path: args.card.clone(),
+                source,
+            })?;
+            Archive::open(&args.archive.archive)?.register_model_card(model, &card)?;
+            println!("model card of {model} registered");
+            Ok(())
+        }
+        GroundCommand::Bench(args) => super::bench::run(&args),
+    }
+}
+
+fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
+    let key = args.key_file.as_deref().map(read_key_file).transpose()?;
+    let options = IngestOptions {
+        key,
+        batch_records: args.batch_records.max(1),
+        batch_interval: Duration::from_millis(args.batch_ms),
+    };
+    let progress: super::ingest::CommitHook = Box::new(|note| {
+        eprintln!(
+            "orbhash ground: committed {} records in {} packets",
+            note.records_stored, note.packets_stored
+        );
+    });
+    let reports = match args.listen {
+        Some(addr) => {
+            eprintln!("orbhash ground: listening on {addr}");
+            listen(
+                &args.archive.archive,
+                ListenOptions {
+                    addr,
+                    ingest: options,
+                    max_connections: args.max_connections,
+                },
+                None,
+                Some(progress),
+            )?
+        }
+        None => {
+            let inputs = if args.inputs.is_empty() {
+                vec![PathBuf::from("-")]
+            } else {
+                args.inputs.clone()
+            };
+            ingest_files(&args.archive.archive, &inputs, options, Some(progress))?
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for report in &reports {
+            print_session(report);
+        }
+    }
+    Ok(())
+}
+
+fn print_session(report: &SessionReport) {
+    let peer = report
+        .peer
+        .as_ref()
+        .map_or(String::new(), |peer| format!(" from {peer}"));
+    println!(
+        "session {} ({}{peer}{}): {} bytes, {} frames, {} packets received",
+        report.session_id,
+        report.source,
+        if report.authenticated {
+            ", authenticated"
+        } else {
+            ""
+        },
+        report.bytes,
+        report.frames,
+        report.packets_received,
+    );
+    println!(
+        "  stored {} packets / {} records; duplicates {} packets ({} records already archived); \
+         corrupt {}; missing {}; late {}; auth failures {}; other rejected {}",
+        report.packets_stored,
+        report.records_stored,
+        report.packets_duplicate,
+        report.records_duplicate,
+        report.corrupt,
+        report.missing,
+        report.late,
+        report.auth_failures,
+        report.other_rejected,
+    );
+    for pass in &report.passes {
+        println!(
+            "  pass APID {} epoch {}: received {}, stored {}, duplicates {}, missing {}, late {}",
+            pass.apid,
+            pass.epoch,
+            pass.packets_received,
+            pass.packets_stored,
+            pass.duplicates,
+            pass.missing,
+            pass.late
+        );
+    }
+}
+
+fn query(args: &QueryArgs) -> anyhow::Result<()> {
+    let mut queries: Vec<QuerySpec> = args.codes.iter().cloned().map(QuerySpec::Hex).collect();
+    for text in &args.tiles {
+        queries.push(parse_tile(text)?);
+    }
+    if queries.is_empty() {
+        anyhow::bail!("give a query: --code HEX or --tile [SCENE:]TILE (query by image waits for the edge library)");
+    }
+    let spec = SearchSpec {
+        k: args.k.or(if args.radius.is_some() {
+            None
+        } else {
+            Some(10)
+        }),
+        radius: args.radius,
+    };
+    let query = Query {
+        queries,
+        model: args.model.as_deref().map(parse_model_id).transpose()?,
+        spec,
+        labels: args.labels.clone(),
+        same_label: args.same_label,
+        scenes: args.scenes.clone(),
+        time_from: args.after,
+        time_to: args.before,
+        method: args.method,
+        threads: args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+    };
+    let result = run_query(&args.archive.archive, &query)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print_result(&result);
+    }
+    Ok(())
+}
+
+/// `TILE` or `SCENE:TILE`.
+pub fn parse_tile(text: &str) -> Result<QuerySpec, GroundError> {
+    let bad = || GroundError::Search(format!("bad tile {text:?}: expected TILE or SCENE:TILE"));
+    match text.split_once(':') {
+        Some((scene, tile)) => Ok(QuerySpec::Tile {
+            tile: tile.trim().parse().map_err(|_| bad())?,
+            scene: Some(scene.trim().parse().map_err(|_| bad())?),
+        }),
+        None => Ok(QuerySpec::Tile {
+            tile: text.trim().parse().map_err(|_| bad())?,
+            scene: None,
+        }),
+    }
+}
+
+fn print_result(result: &QueryResult) {
+    println!(
+        "model {} ({} bits), {} codes; {}; matrix {}; search {:.2} ms",
+        result.model_id,
+        result.code_bits,
+        result.archive_codes,
+        result.method,
+        result.matrix,
+        result.search_ms
+    );
+    for answer in &result.answers {
+        println!("\nquery {}: {} matches", answer.code, answer.matches.len());
+        let header = [
+            "rank",
+            "dist",
+            "scene",
+            "tile",
+            "row px",
+            "col px",
+            "label",
+            "conf",
+            "captured (ms)",
+        ];
+        let rows: Vec<Vec<String>> = answer
+            .matches
+            .iter()
+            .map(|m| {
+                vec![
+                    m.rank.to_string(),
+                    m.distance.to_string(),
+                    m.record.scene_id.to_string(),
+                    m.record.tile_id.to_string(),
+                    m.record.row_px.to_string(),
+                    m.record.col_px.to_string(),
+                    m.label_name.clone(),
+                    format!("{:.2}", f32::from(m.record.confidence) / 255.0),
+                    m.record.capture_time_ms.to_string(),
+                ]
+            })
+            .collect();
+        print_table(&header, &rows);
+    }
+}
+
+/// A plain aligned table (a few lines, so no table crate).
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:>width$}"))
+            .collect();
+        println!("  {}", text.join("  "));
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn stats(args: &StatsArgs) -> anyhow::Result<()> {
+    let archive = Archive::open_read_only(&args.archive.archive)?;
+    let stats = archive.stats()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+    } else {
+        print_stats(&stats);
+    }
+    Ok(())
+}
+
+fn print_stats(stats: &ArchiveStats) {
+    println!(
+        "archive {}: {:.1} MB on disk, {} records in {} packets",
+        stats.path,
+        stats.bytes_on_disk as f64 / 1e6,
+        stats.records,
+        stats.packets
+    );
+    for model in &stats.models {
+        println!(
+            "\nmodel {} ({} bits, label set {}, {}): {} records",
+            model.model.model_id,
+            model.model.code_bits,
+            model.model.label_set,
+            if model.model.class_names.is_some() {
+                "card registered"
+            } else {
+                "no card: labels by index"
+            },
+            model.model.record_count
+        );
+        let rows: Vec<Vec<String>> = model
+            .labels
+            .iter()
+            .map(|(label, count)| vec![label.clone(), count.to_string()])
+            .collect();
+        print_table(&["label", "records"], &rows);
+    }
+    println!("\npasses:");
+    let rows: Vec<Vec<String>> = stats
+        .passes
+        .iter()
+        .map(|pass| {
+            vec![
+                pass.apid.to_string(),
+                pass.epoch.to_string(),
+                pass.packets_stored.to_string(),
+                pass.records_stored.to_string(),
+                pass.packets_received.to_string(),
+                pass.duplicates.to_string(),
+                pass.missing.to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "apid",
+            "epoch",
+            "packets",
+            "records",
+            "received",
+            "duplicates",
+            "missing",
+        ],
+        &rows,
+    );
+    println!("\ningest sessions:");
+    let rows: Vec<Vec<String>> = stats
+        .sessions
+        .iter()
+        .map(|s| {
+            vec![
+                s.session_id.to_string(),
+                s.source.clone(),
+                s.peer.clone().unwrap_or_default(),
+                if s.finished { "done" } else { "interrupted" }.to_string(),
+                s.packets_received.to_string(),
+                s.records_stored.to_string(),
+                s.packets_duplicate.to_string(),
+                s.corrupt.to_string(),
+                s.missing.to_string(),
+                s.auth_failures.to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "id",
+            "source",
+            "peer",
+            "state",
+            "received",
+            "stored",
+            "dups",
+            "corrupt",
+            "missing",
+            "auth fail",
+        ],
+        &rows,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(subcommand)]
+        command: GroundCommand,
+    }
+
+    #[test]
+    fn listen_defaults_to_loopback() {
+        let parsed = Wrapper::try_parse_from(["ground", "ingest", "--listen"]).expect("parses");
+        let GroundCommand::Ingest(args) = parsed.command else {
+            panic!("not ingest");
+        };
+        assert_eq!(args.listen, Some("127.0.0.1:5600".parse().expect("addr")));
+        assert!(Wrapper::try_parse_from(["ground", "ingest", "--listen", "x.bin"]).is_err());
+    }
+
+    #[test]
+    fn query_arguments_parse() {
+        let parsed = Wrapper::try_parse_from([
+            "ground", "query", "--tile", "3:17", "-k", "5", "--label", "water", "--method", "mih",
+            "--json",
+        ])
+        .expect("parses");
+        let GroundCommand::Query(args) = parsed.command else {
+            panic!("not query");
+        };
+        assert_eq!(args.k, Some(5));
+        assert_eq!(args.method, Method::Mih);
+        assert_eq!(
+            parse_tile(&args.tiles[0]).expect("tile"),
+            QuerySpec::Tile {
+                tile: 17,
+                scene: Some(3)
+            }
+        );
+        assert!(parse_tile("x:1").is_err());
+        assert!(Wrapper::try_parse_from(["ground", "query", "--method", "fast"]).is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! `orbhash eval`: hash a data set's database and queries with a checkpoint and measure
+//! retrieval (mAP by Hamming ranking, precision/recall) and classification (OA, AA, kappa).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tch::{Device, Kind, Tensor};
+
+use crate::data::SplitName;
+use crate::eval::{evaluate, CodeSet, EvalOptions, EvalReport};
+use crate::torch::{select_device, DeviceChoice};
+
+use super::checkpoint::Checkpoint;
+use super::network::Dhcnn;
+use super::trainer::{backbone_features, load_dataset};
+
+/// Hash-layer outputs and class probabilities of every sample of the checkpoint's data set.
+pub struct HashedDataset {
+    pub classes: Vec<String>,
+    pub labels: Vec<usize>,
+    pub splits: Vec<SplitName>,
+    /// `[samples, bits]`, pre-sign.
+    pub codes: Tensor,
+    /// `[samples, classes]`.
+    pub probabilities: Tensor,
+    pub bits: usize,
+}
+
+/// Restores a checkpoint's network on `device`.
+pub fn restore_network(checkpoint: &Checkpoint, device: Device) -> anyhow::Result<Dhcnn> {
+    let config = &checkpoint.info.config;
+    let classes = checkpoint.info.classes.len() as i64;
+    let mut model = Dhcnn::new(config.backbone, config.bits, classes, device);
+    checkpoint.restore("backbone", &mut model.backbone_store)?;
+    checkpoint.restore("head", &mut model.head_store)?;
+    Ok(model)
+}
+
+/// Runs a checkpoint over its data set (or `data`, laid out the same way).
+pub fn hash_dataset(
+    checkpoint: &Checkpoint,
+    data: Option<&Path>,
+    device: Device,
+) -> anyhow::Result<HashedDataset> {
+    let mut config = checkpoint.info.config.clone();
+    if let Some(data) = data {
+        config.data = data.to_path_buf();
+    }
+    let dataset = load_dataset(&config)?;
+    anyhow::ensure!(
+        dataset.classes == checkpoint.info.classes,
+        "{} has classes {:?}, the checkpoint was trained on {:?}",
+        config.data.display(),
+        dataset.classes,
+        checkpoint.info.classes
+    );
+    let model = restore_network(checkpoint, device)?;
+    let features = backbone_features(&model, &dataset, 64, device);
+    let (codes, probabilities) = tch::no_grad(|| {
+        let codes = model.head.hash(&features);
+        let probabilities = model.head.classify(&codes).softmax(-1, Kind::Float);
+        (codes, probabilities)
+    });
+    Ok(HashedDataset {
+        classes: dataset.classes.clone(),
+        labels: dataset.samples.iter().map(|s| s.label).collect(),
+        splits: dataset.samples.iter().map(|s| s.split).collect(),
+        codes: codes.to_device(Device::Cpu),
+        probabilities: probabilities.to_device(Device::Cpu),
+        bits: config.bits as usize,
+    })
+}
+
+impl HashedDataset {
+    fn side(&self, split: SplitName) -> Vec<usize> {
+        (0..self.labels.len())
+            .filter(|&i| self.splits[i] == split)
+            .collect()
+    }
+
+    fn rows(tensor: &Tensor, indices: &[usize]) -> anyhow::Result<Vec<f32>> {
+        let index: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+        let selected = tensor
+            .index_select(0, &Tensor::from_slice(&index))
+            .contiguous();
+        Ok(Vec::try_from(selected.flatten(0, -1))?)
+    }
+
+    /// Retrieval and classification metrics: queries against the database.
+    pub fn report(&self, method: &str, dataset: &str) -> anyhow::Result<EvalReport> {
+        let database = self.side(SplitName::Database);
+        let queries = self.side(SplitName::Query);
+        let database_codes = CodeSet::from_signs(&Self::rows(&self.codes, &database)?, self.bits)?;
+        let query_codes = CodeSet::from_signs(&Self::rows(&self.codes, &queries)?, self.bits)?;
+        let classes = self.classes.len();
+        let probabilities = Self::rows(&self.probabilities, &queries)?;
+        let scores: Vec<Vec<f32>> = probabilities.chunks(classes).map(<[f32]>::to_vec).collect();
+        let mut options = EvalOptions::new(method, dataset);
+        options.classes = Some(classes);
+        let labels =
+            |indices: &[usize]| indices.iter().map(|&i| self.labels[i]).collect::<Vec<_>>();
+        Ok(evaluate(
+            &database_codes,
+            &labels(&database),
+            &query_codes,
+            &labels(&queries),
+            Some(&scores),
+            &options,
+        )?)
+    }
+}
+
+/// Evaluates a checkpoint and writes `report.json` and the plots into `out`.
+pub fn evaluate_checkpoint(
+    checkpoint_path: &Path,
+    data: Option<&Path>,
+    out: &Path,
+    device: DeviceChoice,
+) -> anyhow::Result<(EvalReport, Vec<PathBuf>)> {
+    let device = select_device(device)?;
+    let checkpoint = Checkpoint::open(checkpoint_path)?;
+    let data_name = data
+        .unwrap_or(&checkpoint.info.config.data)
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data".to_string());
+    let hashed = hash_dataset(&checkpoint, data, device)?;
+    let method = if checkpoint.info.config.without_classifier {
+        "DPSH"
+    } else {
+        "DHCNN"
+    };
+    let report = hashed.report(method, &data_name)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let report_path = out.join("report.json");
+    report.write_json(&report_path)?;
+    let mut written = vec![report_path];
+    let pr = out.join("pr_curve.png");
+    crate::eval::plot::plot_pr_curves(&pr, &[&report])?;
+    written.push(pr);
+    let precision = out.join("precision_at_k.png");
+    crate::eval::plot::plot_precision_at_k(&precision, &[&report])?;
+    written.push(precision);
+    let log = checkpoint_path.with_file_name("metrics.jsonl");
+    if log.is_file() {
+        let points = crate::eval::plot::read_metrics_log(&log)?;
+        let loss = out.join("training_loss.png");
+        crate::eval::plot::plot_training_loss(&loss, &points, "DHCNN training loss")?;
+        written.push(loss);
+    }
+    Ok((report, written))
+}

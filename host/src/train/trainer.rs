@@ -1,0 +1,455 @@
+//! The training loop of `orbhash train`.
+//!
+//! Two modes:
+//! - frozen backbone: every image goes through the backbone once; the hash layer and the
+//!   classifier then train on the cached features, which takes minutes on a CPU;
+//! - full fine-tuning: every batch goes through the whole network (a GPU's job).
+//!
+//! Either way the loss is DHCNN's, against a memory bank that holds the latest hash-layer output
+//! of every training image and is refreshed with each batch's outputs after its step.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand_chacha::rand_core::SeedableRng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+use crate::data::folder::Dataset;
+use crate::data::{Augment, ImageFolder, InputSpec, LoaderOptions, SplitName};
+use crate::model::backbone::{load_pretrained, BackboneKind};
+use crate::torch::{select_device, DeviceChoice};
+
+use super::checkpoint::{self, Checkpoint, CheckpointInfo};
+use super::loss::{dhcnn_loss, LossConfig};
+use super::network::{Dhcnn, SUPPORTED_BITS};
+use super::schedule::Schedule;
+
+/// Everything that defines a training run; stored in every checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The data set root (`<root>/<class>/<image>`, with or without manifest.json).
+    pub data: PathBuf,
+    pub backbone: BackboneKind,
+    /// Pretrained backbone weights (safetensors); `None` trains the backbone from scratch.
+    pub pretrained: Option<PathBuf>,
+    pub bits: i64,
+    /// Edge of the square model input, in pixels; tiles are resized to it.
+    pub input_size: u32,
+    pub loss: LossConfig,
+    /// Train without the classifier (DPSH): the loss is the pairwise and quantisation terms.
+    pub without_classifier: bool,
+    pub schedule: Schedule,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub seed: u64,
+    pub freeze_backbone: bool,
+    pub augment: Augment,
+    /// Query share of the per-class split, for data sets without a manifest.
+    pub query_ratio: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            data: PathBuf::from(".cache/data/s2-brandenburg"),
+            backbone: BackboneKind::EffnetLite0,
+            pretrained: None,
+            bits: 64,
+            input_size: 128,
+            loss: LossConfig::default(),
+            without_classifier: false,
+            schedule: Schedule::default(),
+            momentum: 0.0,
+            weight_decay: 5e-4,
+            batch_size: 10,
+            epochs: 100,
+            seed: 0,
+            freeze_backbone: false,
+            augment: Augment::default(),
+            query_ratio: 0.2,
+        }
+    }
+}
+
+impl TrainConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if !SUPPORTED_BITS.contains(&self.bits) {
+            bail!(
+                "unsupported code length {} (supported: {SUPPORTED_BITS:?})",
+                self.bits
+            );
+        }
+        if self.batch_size == 0 || self.epochs == 0 {
+            bail!("batch size and epochs must be at least 1");
+        }
+        if self.freeze_backbone && !self.augment.is_identity() {
+            bail!("augmentation needs the backbone in the loop; drop --freeze-backbone or augmentation");
+        }
+        Ok(())
+    }
+}
+
+/// The result of a run: where the checkpoint is and the codes it gives the data set.
+pub struct TrainOutcome {
+    pub checkpoint: PathBuf,
+    pub epochs_done: usize,
+    pub interrupted: bool,
+    pub final_loss: f64,
+    pub images_per_second: f64,
+}
+
+/// One line of the JSONL metrics log.
+#[derive(Debug, Serialize)]
+struct StepRecord {
+    epoch: usize,
+    step: usize,
+    loss: f64,
+    pairwise: f64,
+    quantisation: f64,
+    classification: f64,
+    learning_rate: f64,
+    images_per_second: f64,
+}
+
+/// Longest stretch of training a crash may lose.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// A flag that Ctrl-C raises; training checks it between steps and stops with a checkpoint.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    INTERRUPTED
+        .get_or_init(|| {
+            let flag = Arc::new(AtomicBool::new(false));
+            let raised = flag.clone();
+            // A second handler cannot be installed; without one, Ctrl-C just ends the process.
+            if let Err(error) = ctrlc::set_handler(move || raised.store(true, Ordering::SeqCst)) {
+                eprintln!("orbhash: Ctrl-C will not save a checkpoint: {error}");
+            }
+            flag
+        })
+        .clone()
+}
+
+/// Normalisation the backbone's pretrained weights expect, on the data set's RGB channels.
+fn input_spec(folder: &ImageFolder, config: &TrainConfig) -> InputSpec {
+    let mut spec = folder.spec.clone();
+    spec.size = config.input_size;
+    let (mean, std) = config.backbone.pretrained_mean_std();
+    for channel in 0..spec.channels().min(3) {
+        spec.mean[channel] = mean[channel];
+        spec.std[channel] = std[channel];
+    }
+    spec
+}
+
+fn manifest_sha256(root: &Path) -> Option<String> {
+    let bytes = std::fs::read(root.join("manifest.json")).ok()?;
+    let digest = Sha256::digest(&bytes);
+    Some(digest.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+/// Loads the data set as training will see it.
+pub fn load_dataset(config: &TrainConfig) -> anyhow::Result<Dataset> {
+    let options = LoaderOptions {
+        split: crate::data::SplitSource::Auto {
+            query_ratio: config.query_ratio,
+            seed: config.seed,
+        },
+        ..Default::default()
+    };
+    let mut folder = ImageFolder::scan(&config.data, &options)
+        .with_context(|| format!("cannot read data set {}", config.data.display()))?;
+    folder.spec = input_spec(&folder, config);
+    if folder.spec.channels() != 3 {
+        bail!(
+            "the backbones take 3 channels; {} gives {}",
+            config.data.display(),
+            folder.spec.channels()
+        );
+    }
+    Ok(folder.load()?)
+}
+
+/// A batch of samples as an image tensor on `device`.
+fn image_batch(
+    dataset: &Dataset,
+    indices: &[usize],
+    augment: Augment,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    device: Device,
+) -> Tensor {
+    let (pixels, _) = dataset.batch(indices, augment, rng);
+    let size = i64::from(dataset.spec.size);
+    let channels = dataset.spec.channels() as i64;
+    Tensor::from_slice(&pixels)
+        .view([indices.len() as i64, channels, size, size])
+        .to_device(device)
+}
+
+/// Backbone features of every sample, in sample order, computed once in evaluation mode.
+pub fn backbone_features(model: &Dhcnn, dataset: &Dataset, batch: usize, device: Device) -> Tensor {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let all: Vec<usize> = (0..dataset.samples.len()).collect();
+    let chunks: Vec<Tensor> = all
+        .chunks(batch.max(1))
+        .map(|indices| {
+            let images = image_batch(dataset, indices, Augment::default(), &mut rng, device);
+            tch::no_grad(|| model.backbone.features_t(&images, false))
+        })
+        .collect();
+    Tensor::cat(&chunks, 0)
+}
+
+fn labels_tensor(dataset: &Dataset, indices: &[usize], device: Device) -> Tensor {
+    let labels: Vec<i64> = indices
+        .iter()
+        .map(|&i| dataset.samples[i].label as i64)
+        .collect();
+    Tensor::from_slice(&labels).to_device(device)
+}
+
+/// Trains DHCNN and writes its checkpoint (and a JSONL metrics log) into `out_dir`.
+/// With `resume`, continues a checkpoint's run from its last completed epoch.
+pub fn train(
+    config: &TrainConfig,
+    device_choice: DeviceChoice,
+    out_dir: &Path,
+    resume: Option<&Path>,
+) -> anyhow::Result<TrainOutcome> {
+    config.validate()?;
+    let device = select_device(device_choice)?;
+    tch::manual_seed(config.seed as i64);
+    let dataset = load_dataset(config)?;
+    let database = dataset.indices(SplitName::Database);
+    if database.is_empty() {
+        bail!(
+            "the data set {} has no database (training) images",
+            config.data.display()
+        );
+    }
+    let classes = dataset.classes.len() as i64;
+    let mut model = Dhcnn::new(config.backbone, config.bits, classes, device);
+    let mut start_epoch = 0;
+    let mut bank = Tensor::zeros([database.len() as i64, config.bits], (Kind::Float, device));
+    if let Some(path) = resume {
+        let checkpoint = Checkpoint::open(path)?;
+        if checkpoint.info.config != *config {
+            bail!(
+                "{} was trained with another configuration; resume it with the same options",
+                path.display()
+            );
+        }
+        checkpoint.restore("backbone", &mut model.backbone_store)?;
+        checkpoint.restore("head", &mut model.head_store)?;
+        bank = checkpoint.memory_bank()?.to_device(device);
+        start_epoch = checkpoint.info.epochs_done;
+    } else if let Some(weights) = &config.pretrained {
+        load_pretrained(&mut model.backbone_store, weights)?;
+    }
+    if config.freeze_backbone {
+        model.backbone_store.freeze();
+    }
+    // Row of each database sample in the memory bank.
+    let mut bank_row = vec![usize::MAX; dataset.samples.len()];
+    for (row, &sample) in database.iter().enumerate() {
+        bank_row[sample] = row;
+    }
+    let bank_labels = labels_tensor(&dataset, &database, device);
+    let features = config
+        .freeze_backbone
+        .then(|| backbone_features(&model, &dataset, config.batch_size.max(32), device));
+
+    let mut head_optimizer = nn::Sgd {
+        momentum: config.momentum,
+        wd: config.weight_decay,
+        ..Default::default()
+    }
+    .build(&model.head_store, config.schedule.rate(0, config.epochs))?;
+    let mut backbone_optimizer = (!config.freeze_backbone)
+        .then(|| {
+            nn::Sgd {
+                momentum: config.momentum,
+                wd: config.weight_decay,
+                ..Default::default()
+            }
+            .build(
+                &model.backbone_store,
+                config.schedule.rate(0, config.epochs),
+            )
+        })
+        .transpose()?;
+
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let checkpoint_path = out_dir.join("checkpoint.safetensors");
+    let log_path = out_dir.join("metrics.jsonl");
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(resume.is_some())
+        .write(true)
+        .truncate(resume.is_none())
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let info = |epochs_done| CheckpointInfo {
+        config: config.clone(),
+        classes: dataset.classes.clone(),
+        input: dataset.spec.clone(),
+        epochs_done,
+        manifest_sha256: manifest_sha256(&config.data),
+    };
+
+    let interrupted = interrupt_flag();
+    let steps_per_epoch = database.len().div_ceil(config.batch_size);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed);
+    let mut final_loss = f64::NAN;
+    let mut images_per_second = 0.0;
+    let mut epochs_done = start_epoch;
+    let mut stopped = false;
+    let mut last_save = Instant::now();
+    for epoch in start_epoch..config.epochs {
+        let learning_rate = config.schedule.rate(epoch, config.epochs);
+        head_optimizer.set_lr(learning_rate);
+        if let Some(optimizer) = backbone_optimizer.as_mut() {
+            optimizer.set_lr(learning_rate);
+        }
+        let progress = ProgressBar::new(steps_per_epoch as u64);
+        progress.set_style(
+            ProgressStyle::with_template("epoch {prefix:>4} [{bar:30}] {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        progress.set_prefix(format!("{}/{}", epoch + 1, config.epochs));
+        let epoch_start = Instant::now();
+        let mut epoch_loss = 0.0;
+        let order = dataset.epoch_order(SplitName::Database, config.seed, epoch as u64);
+        for (step, indices) in order.chunks(config.batch_size).enumerate() {
+            let step_start = Instant::now();
+            let labels = labels_tensor(&dataset, indices, device);
+            let codes = match &features {
+                Some(features) => {
+                    let rows: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+                    let rows = Tensor::from_slice(&rows).to_device(device);
+                    model.head.hash(&features.index_select(0, &rows))
+                }
+                None => {
+                    let images = image_batch(&dataset, indices, config.augment, &mut rng, device);
+                    model.head.hash(&model.backbone.features_t(&images, true))
+                }
+            };
+            let classify = |codes: &Tensor| model.head.classify(codes);
+            let classifier: Option<&dyn Fn(&Tensor) -> Tensor> =
+                (!config.without_classifier).then_some(&classify);
+            let terms = dhcnn_loss(
+                &codes,
+                &labels,
+                &bank,
+                &bank_labels,
+                &config.loss,
+                classifier,
+            );
+            head_optimizer.zero_grad();
+            if let Some(optimizer) = backbone_optimizer.as_mut() {
+                optimizer.zero_grad();
+            }
+            terms.total.backward();
+            head_optimizer.step();
+            if let Some(optimizer) = backbone_optimizer.as_mut() {
+                optimizer.step();
+            }
+            let rows: Vec<i64> = indices.iter().map(|&i| bank_row[i] as i64).collect();
+            let rows = Tensor::from_slice(&rows).to_device(device);
+            tch::no_grad(|| {
+                let _ = bank.index_copy_(0, &rows, &codes.detach());
+            });
+            let loss = terms.total.double_value(&[]);
+            if !loss.is_finite() {
+                progress.abandon();
+                bail!(
+                    "the loss diverged at epoch {} step {step}: try a lower learning rate",
+                    epoch + 1
+                );
+            }
+            epoch_loss += loss;
+            images_per_second = indices.len() as f64 / step_start.elapsed().as_secs_f64();
+            let record = StepRecord {
+                epoch: epoch + 1,
+                step: epoch * steps_per_epoch + step + 1,
+                loss,
+                pairwise: terms.pairwise,
+                quantisation: terms.quantisation,
+                classification: terms.classification,
+                learning_rate,
+                images_per_second,
+            };
+            writeln!(log, "{}", serde_json::to_string(&record)?)?;
+            progress.set_message(format!(
+                "loss {loss:.4} lr {learning_rate:.2e} {images_per_second:.0} img/s"
+            ));
+            progress.inc(1);
+            if interrupted.load(Ordering::SeqCst) {
+                stopped = true;
+                break;
+            }
+        }
+        progress.finish_and_clear();
+        final_loss = epoch_loss / steps_per_epoch as f64;
+        if stopped {
+            eprintln!(
+                "interrupted during epoch {}: saving the last complete epoch's state",
+                epoch + 1
+            );
+            break;
+        }
+        epochs_done = epoch + 1;
+        // A summary line per epoch would bury the rest of the output on long runs.
+        let report_every = (config.epochs / 10).max(1);
+        if epochs_done % report_every == 0 || epochs_done == config.epochs {
+            eprintln!(
+                "epoch {}/{}: loss {final_loss:.4}, lr {learning_rate:.2e}, {:.1} s",
+                epoch + 1,
+                config.epochs,
+                epoch_start.elapsed().as_secs_f64()
+            );
+        }
+        // At most a minute of training is lost to a crash, without paying for a save each epoch.
+        let last = epochs_done == config.epochs;
+        if last || last_save.elapsed() >= CHECKPOINT_INTERVAL {
+            last_save = Instant::now();
+            checkpoint::save(
+                &checkpoint_path,
+                &info(epochs_done),
+                &model.backbone_store,
+                &model.head_store,
+                &bank,
+            )?;
+        }
+    }
+    if stopped {
+        // The weights moved during the partial epoch; record them with the count of complete
+        // epochs so a resume repeats the interrupted one.
+        checkpoint::save(
+            &checkpoint_path,
+            &info(epochs_done),
+            &model.backbone_store,
+            &model.head_store,
+            &bank,
+        )?;
+    }
+    Ok(TrainOutcome {
+        checkpoint: checkpoint_path,
+        epochs_done,
+        interrupted: stopped,
+        final_loss,
+        images_per_second,
+    })
+}
