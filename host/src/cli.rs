@@ -30,6 +30,9 @@ pub enum Command {
     /// kappa, confusion matrix). Writes report.json and PNG plots.
     #[cfg(feature = "train")]
     Eval(crate::train::cli::EvalArgs),
+    /// The ground station: ingest downlinked records into the archive, search it by Hamming
+    /// distance, report passes and losses. Needs no libtorch.
+    Ground(crate::ground::cli::GroundArgs),
     /// Pretrained backbone weights: import them from a PyTorch checkpoint, and check them on real
     /// photos.
     #[command(subcommand)]
@@ -102,6 +105,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info(args) => info(&args),
         Command::Data(args) => crate::data::cli::run(args),
+        Command::Ground(args) => crate::ground::cli::run(args),
         #[cfg(feature = "train")]
         Command::Train(args) => crate::train::cli::run(*args),
         #[cfg(feature = "train")]

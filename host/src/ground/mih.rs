@@ -308,12 +308,13 @@ impl MultiIndex {
         let m = self.tables.len() as u32;
         let filtered = !filter.is_empty();
         // Work budget, in units of one code of a batched scan (~0.3 ns with AVX2): a bucket probe
-        // is a few cache misses (~500 codes' worth), a candidate's check ~8. Past one scan's
-        // worth, hand the query to the batched scan: at worst about twice the scan's time.
+        // is a few cache misses (~500 codes' worth), a candidate's check ~8. Past a quarter of a
+        // scan's worth, hand the query to the batched scan: at worst ~1.25× the scan's time
+        // (uniform random codes; learned, clustered codes stay far below the budget).
         const PROBE_COST: u64 = 512;
         const CANDIDATE_COST: u64 = 8;
         let budget = if self.fallback {
-            self.rows as u64 + (1 << 12)
+            self.rows as u64 / 4 + (1 << 12)
         } else {
             u64::MAX
         };
@@ -491,7 +492,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(24))]
+        #![proptest_config(ProptestConfig::with_cases(16))]
         #[test]
         fn mih_equals_scan_equals_brute_force(
             bits in proptest::sample::select(vec![16u16, 32, 64, 128]),

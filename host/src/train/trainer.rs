@@ -145,10 +145,9 @@ fn input_spec(folder: &ImageFolder, config: &TrainConfig) -> InputSpec {
     let mut spec = folder.spec.clone();
     spec.size = config.input_size;
     let (mean, std) = config.backbone.pretrained_mean_std();
-    for channel in 0..spec.channels().min(3) {
-        spec.mean[channel] = mean[channel];
-        spec.std[channel] = std[channel];
-    }
+    let rgb = spec.channels().min(3);
+    spec.mean[..rgb].copy_from_slice(&mean[..rgb]);
+    spec.std[..rgb].copy_from_slice(&std[..rgb]);
     spec
 }
 
