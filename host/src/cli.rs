@@ -117,16 +117,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 fn weights(command: WeightsCommand) -> anyhow::Result<()> {
     match command {
         WeightsCommand::Import { checkpoint, out } => {
-            let tensors = crate::model::pth::read_file(&checkpoint)?;
-            let elements: usize = tensors.iter().map(|tensor| tensor.element_count()).sum();
-            let metadata = std::collections::HashMap::from([(
-                "source".to_string(),
-                checkpoint.display().to_string(),
-            )]);
-            crate::model::pth::write_safetensors(&tensors, metadata, &out)?;
+            let summary = crate::model::pth::import(&checkpoint, &out)?;
             println!(
-                "imported {} tensors ({elements} values) from {} into {}",
-                tensors.len(),
+                "imported {} tensors ({} values) from {} into {}",
+                summary.tensors,
+                summary.values,
                 checkpoint.display(),
                 out.display()
             );

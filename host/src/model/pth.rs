@@ -346,6 +346,31 @@ fn gather(tensor: &TensorRef, storage: &[u8]) -> Result<NamedTensor, PthError> {
     })
 }
 
+/// What [`import`] converted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub tensors: usize,
+    pub values: usize,
+}
+
+/// Converts a legacy checkpoint file into a safetensors file (creating its directory), keeping
+/// every tensor and its name, and recording the source path in the header.
+pub fn import(checkpoint: &Path, out: &Path) -> Result<ImportSummary, PthError> {
+    let tensors = read_file(checkpoint)?;
+    if let Some(parent) = out.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|error| PthError::Write {
+            path: parent.display().to_string(),
+            detail: error.to_string(),
+        })?;
+    }
+    let metadata = HashMap::from([("source".to_string(), checkpoint.display().to_string())]);
+    write_safetensors(&tensors, metadata, out)?;
+    Ok(ImportSummary {
+        tensors: tensors.len(),
+        values: tensors.iter().map(NamedTensor::element_count).sum(),
+    })
+}
+
 /// Writes tensors to a safetensors file, with `metadata` in its header.
 pub fn write_safetensors(
     tensors: &[NamedTensor],

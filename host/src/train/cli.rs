@@ -131,7 +131,7 @@ pub fn pretrained_weights(choice: &str, backbone: BackboneKind) -> anyhow::Resul
                     "the EfficientNet-Lite0 weights are not fetched: run scripts/setup.sh, or \
                      pass --pretrained none",
                 )?;
-                import_checkpoint(&checkpoint, &converted)?;
+                crate::model::pth::import(&checkpoint, &converted)?;
             }
             Ok(Some(converted))
         }
@@ -141,17 +141,6 @@ pub fn pretrained_weights(choice: &str, backbone: BackboneKind) -> anyhow::Resul
         }
         path => Ok(Some(PathBuf::from(path))),
     }
-}
-
-fn import_checkpoint(checkpoint: &Path, out: &Path) -> anyhow::Result<()> {
-    let tensors = crate::model::pth::read_file(checkpoint)?;
-    if let Some(parent) = out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let metadata =
-        std::collections::HashMap::from([("source".to_string(), checkpoint.display().to_string())]);
-    crate::model::pth::write_safetensors(&tensors, metadata, out)?;
-    Ok(())
 }
 
 impl TrainArgs {

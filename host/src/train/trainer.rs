@@ -299,12 +299,22 @@ pub fn train(
         .truncate(resume.is_none())
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
-    let info = |epochs_done| CheckpointInfo {
-        config: config.clone(),
-        classes: dataset.classes.clone(),
-        input: dataset.spec.clone(),
-        epochs_done,
-        manifest_sha256: manifest_sha256(&config.data),
+    let manifest = manifest_sha256(&config.data);
+    let save = |epochs_done, model: &Dhcnn, bank: &Tensor| {
+        let info = CheckpointInfo {
+            config: config.clone(),
+            classes: dataset.classes.clone(),
+            input: dataset.spec.clone(),
+            epochs_done,
+            manifest_sha256: manifest.clone(),
+        };
+        checkpoint::save(
+            &checkpoint_path,
+            &info,
+            &model.backbone_store,
+            &model.head_store,
+            bank,
+        )
     };
 
     let interrupted = interrupt_flag();
@@ -424,25 +434,13 @@ pub fn train(
         let last = epochs_done == config.epochs;
         if last || last_save.elapsed() >= CHECKPOINT_INTERVAL {
             last_save = Instant::now();
-            checkpoint::save(
-                &checkpoint_path,
-                &info(epochs_done),
-                &model.backbone_store,
-                &model.head_store,
-                &bank,
-            )?;
+            save(epochs_done, &model, &bank)?;
         }
     }
     if stopped {
         // The weights moved during the partial epoch; record them with the count of complete
         // epochs so a resume repeats the interrupted one.
-        checkpoint::save(
-            &checkpoint_path,
-            &info(epochs_done),
-            &model.backbone_store,
-            &model.head_store,
-            &bank,
-        )?;
+        save(epochs_done, &model, &bank)?;
     }
     Ok(TrainOutcome {
         checkpoint: checkpoint_path,
