@@ -26,7 +26,7 @@ step "train and evaluate DHCNN (frozen backbone, CPU-sized)"
 # The paper's learning rate (1e-2 decaying to 1e-5 without momentum) is for fine-tuning the whole
 # network; a linear head on frozen features needs a larger rate and a lighter quantisation weight.
 orbhash train --freeze-backbone --out runs/main-job --epochs 30 \
-  --lr 0.1 --lr-end 1e-3 --momentum 0.9 --beta 1
+  --lr 0.01 --lr-end 1e-4 --momentum 0.9 --beta 1
 
 step "ground station: exact Hamming search over 1 M codes"
 orbhash ground bench --codes 1000000 --queries 100 --threads 1 --out runs/main-job/ground-bench
