@@ -180,25 +180,7 @@ impl CodeMatrix {
             ),
         };
         let before = matrix.len();
-        let code_bytes = usize::from(model.code_bits / 8);
-        archive.for_each_matrix_row(model, matrix.max_record_id, |row| {
-            if row.code.len() != code_bytes {
-                return Err(GroundError::CodeLength {
-                    model: model.model_id,
-                    expected: model.code_bits,
-                    found: (row.code.len() * 8) as u16,
-                });
-            }
-            matrix.push(
-                row.id,
-                row.code,
-                row.label,
-                row.scene_id,
-                row.tile_id,
-                row.capture_time_ms,
-            );
-            Ok(())
-        })?;
+        matrix.append_from_archive(archive, model)?;
         if matches!(source, MatrixSource::Extended(_)) {
             if matrix.len() as u64 != model.record_count {
                 // The prefix did not line up with the archive after all: start again.
@@ -211,10 +193,19 @@ impl CodeMatrix {
         Ok((matrix, source))
     }
 
-    fn rebuild(archive: &Archive, model: &ModelInfo, path: &Path) -> Result<(Self, MatrixSource)> {
-        let mut matrix = Self::new(model.model_id, model.code_bits);
-        archive.for_each_matrix_row(model, 0, |row| {
-            matrix.push(
+    /// Appends the archive's records of `model` newer than this matrix's last one, refusing a
+    /// code whose length is not the model's.
+    fn append_from_archive(&mut self, archive: &Archive, model: &ModelInfo) -> Result<()> {
+        let code_bytes = usize::from(model.code_bits / 8);
+        archive.for_each_matrix_row(model, self.max_record_id, |row| {
+            if row.code.len() != code_bytes {
+                return Err(GroundError::CodeLength {
+                    model: model.model_id,
+                    expected: model.code_bits,
+                    found: (row.code.len() * 8) as u16,
+                });
+            }
+            self.push(
                 row.id,
                 row.code,
                 row.label,
@@ -223,7 +214,12 @@ impl CodeMatrix {
                 row.capture_time_ms,
             );
             Ok(())
-        })?;
+        })
+    }
+
+    fn rebuild(archive: &Archive, model: &ModelInfo, path: &Path) -> Result<(Self, MatrixSource)> {
+        let mut matrix = Self::new(model.model_id, model.code_bits);
+        matrix.append_from_archive(archive, model)?;
         let _ = matrix.write(path);
         Ok((
             matrix,
