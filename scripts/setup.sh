@@ -78,7 +78,8 @@ bash "$root/scripts/fetch-assets.sh"
 need_datasets() {
   local name
   for name in s2-brandenburg nc-landsat; do
-    [ -f "$root/.cache/data/$name/manifest.json" ] && continue
+    # A set built before scenes were kept beside the patches is rebuilt: the edge cuts those.
+    [ -f "$root/.cache/data/$name/manifest.json" ] && [ -d "$root/.cache/data/$name/scenes" ] && continue
     say "building data set $name into .cache/data/$name"
     cargo run --quiet -p orbhash-host --no-default-features -- data build "$name"
   done

@@ -5,13 +5,14 @@ use std::path::Path;
 
 use geo_types::{coord, LineString, MultiPolygon, Polygon};
 use orbhash_host::data::folder::{BadFilePolicy, ImageFolder, LoaderOptions, SplitSource};
-use orbhash_host::data::geo::{jp2_georef, read_tiff_bands, write_u16_tiff, GeoTransform};
+use orbhash_host::data::geo::{jp2_georef, write_u16_tiff, GeoTransform};
 use orbhash_host::data::gpkg::{gpkg_wkb, read_polygons};
 use orbhash_host::data::patches::majority_patches;
 use orbhash_host::data::preprocess::{dihedral, Augment, BandScale, InputSpec};
 use orbhash_host::data::rasterize::{burn_all, LabelGrid};
 use orbhash_host::data::split::{blocked_split, per_class_split, query_count, rng, Footprint};
 use orbhash_host::data::{DataError, SplitName};
+use orbhash_shared::raster::{read_image, Georeference};
 
 /// Unit pixels, north-up, map y = 10 at the top row's upper edge.
 const GRID: GeoTransform = GeoTransform {
@@ -402,13 +403,34 @@ fn multiband_tiff_round_trips() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("patch.tif");
     let data: Vec<u16> = (0..3 * 2 * 4).map(|v| v * 1000).collect();
-    write_u16_tiff(&path, 3, 2, 4, &data).expect("writes");
-    let (w, h, bands, values) = read_tiff_bands(&path).expect("reads");
-    assert_eq!((w, h, bands), (3, 2, 4));
+    write_u16_tiff(&path, 3, 2, 4, &data, None).expect("writes");
+    let image = read_image(&path).expect("reads");
+    assert_eq!((image.width, image.height, image.bands), (3, 2, 4));
     assert_eq!(
-        values,
+        image.samples,
         data.iter().map(|&v| f32::from(v)).collect::<Vec<_>>()
     );
+    assert_eq!(image.georeference, None);
+}
+
+#[test]
+fn a_scene_geotiff_keeps_its_grid_and_crs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("scene.tif");
+    let georeference = Georeference {
+        geo: GeoTransform {
+            origin_x: 330000.0,
+            origin_y: 5822040.0,
+            pixel_width: 10.0,
+            pixel_height: 10.0,
+        },
+        crs: "EPSG:32633".into(),
+    };
+    let data: Vec<u16> = (0..4 * 4 * 2).collect();
+    write_u16_tiff(&path, 4, 4, 2, &data, Some(&georeference)).expect("writes");
+    let image = read_image(&path).expect("reads");
+    assert_eq!(image.georeference, Some(georeference));
+    assert_eq!(image.window(2, 2, 1, 1), Some(vec![20.0, 21.0]));
 }
 
 fn write_png(path: &Path, value: u8) {

@@ -17,11 +17,17 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "imagery")]
+pub mod card;
 pub mod code;
 pub mod decoder;
+#[cfg(feature = "imagery")]
+pub mod input;
 #[cfg(feature = "std")]
 pub mod io;
 pub mod packet;
+#[cfg(feature = "imagery")]
+pub mod raster;
 pub mod record;
 mod wire;
 pub mod writer;

@@ -24,6 +24,22 @@ impl ModelId {
         }
         Self(id)
     }
+
+    /// Parses the 16 hex digits that [`Display`](core::fmt::Display) writes; `None` for anything
+    /// else.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let digits = text.as_bytes();
+        if digits.len() != 16 {
+            return None;
+        }
+        let mut id = [0u8; 8];
+        for (slot, pair) in id.iter_mut().zip(digits.chunks_exact(2)) {
+            let high = (pair[0] as char).to_digit(16)?;
+            let low = (pair[1] as char).to_digit(16)?;
+            *slot = (high * 16 + low) as u8;
+        }
+        Some(Self(id))
+    }
 }
 
 impl core::fmt::Display for ModelId {
@@ -157,6 +173,12 @@ mod tests {
             ModelId::of_model(b"abc").to_string_for_test(),
             "ba7816bf8f01cfea"
         );
+        assert_eq!(
+            ModelId::from_hex("ba7816bf8f01cfea"),
+            Some(ModelId::of_model(b"abc"))
+        );
+        assert_eq!(ModelId::from_hex("ba7816bf8f01cfe"), None);
+        assert_eq!(ModelId::from_hex("ba7816bf8f01cfeg"), None);
     }
 
     impl ModelId {

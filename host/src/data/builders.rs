@@ -24,6 +24,7 @@ use super::preprocess::BandScale;
 use super::preview::{sample_grid, ClassRow, SceneOverlay, Thumb};
 use super::rasterize::{burn_all, LabelGrid};
 use super::split::{blocked_split, Footprint};
+use orbhash_shared::raster::Georeference;
 
 /// The data sets orbhash can build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -461,6 +462,7 @@ fn write_dataset(scene: &LabelledScene, opts: &BuildOptions) -> Result<Manifest>
                 opts.patch as u32,
                 scene.bands.len(),
                 &pixels,
+                None,
             )?;
             let geo: &GeoTransform = &scene.scene.geotransform;
             let (x_min, y_max) = geo.pixel_to_map(c.col as f64, c.row as f64);
@@ -559,6 +561,7 @@ fn write_dataset(scene: &LabelledScene, opts: &BuildOptions) -> Result<Manifest>
     };
     manifest.write(&staging)?;
     write_pictures(scene, &manifest, &scales, opts, &staging)?;
+    write_scene(scene, &staging)?;
 
     // Swap the finished tree in.
     if opts.out.exists() {
@@ -588,16 +591,40 @@ fn staging_dir(out: &Path) -> Result<PathBuf> {
 /// The patch's raw band values, pixel-interleaved, as u16 (the scenes' values are integers in
 /// 0..=32767; anything else is clamped and rounded).
 fn patch_u16(scene: &LabelledScene, row: usize, col: usize, size: usize) -> Vec<u16> {
+    window_u16(scene, row, col, size, size)
+}
+
+fn window_u16(scene: &LabelledScene, row: usize, col: usize, w: usize, h: usize) -> Vec<u16> {
     let width = scene.scene.width;
-    let mut out = Vec::with_capacity(size * size * scene.bands.len());
-    for r in row..row + size {
-        for c in col..col + size {
+    let mut out = Vec::with_capacity(w * h * scene.bands.len());
+    for r in row..row + h {
+        for c in col..col + w {
             for b in &scene.bands {
                 out.push(b.raster.data[r * width + c].round().clamp(0.0, 65535.0) as u16);
             }
         }
     }
     out
+}
+
+/// The whole scene as a GeoTIFF (`scenes/<id>.tif`, bands in manifest order, raw values): what a
+/// satellite would see before tiling, for `orbhash-edge run --tiles` and the main job.
+fn write_scene(scene: &LabelledScene, root: &Path) -> Result<()> {
+    let dir = root.join("scenes");
+    std::fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, e))?;
+    let (width, height) = (scene.scene.width, scene.scene.height);
+    let georeference = Georeference {
+        geo: scene.scene.geotransform,
+        crs: scene.crs.clone(),
+    };
+    write_u16_tiff(
+        &dir.join(format!("{}.tif", scene.scene.id)),
+        width as u32,
+        height as u32,
+        scene.bands.len(),
+        &window_u16(scene, 0, 0, width, height),
+        Some(&georeference),
+    )
 }
 
 /// RGB8 of a scene window using the manifest's scaling of bands 0, 1, 2.

@@ -74,6 +74,24 @@ pub enum DataError {
     Empty { path: PathBuf, reason: String },
 }
 
+impl From<orbhash_shared::input::InputError> for DataError {
+    fn from(error: orbhash_shared::input::InputError) -> Self {
+        Self::InvalidOption(error.0)
+    }
+}
+
+impl From<orbhash_shared::raster::RasterError> for DataError {
+    fn from(error: orbhash_shared::raster::RasterError) -> Self {
+        use orbhash_shared::raster::RasterError;
+        match error {
+            RasterError::Io { path, source } => Self::Io { path, source },
+            RasterError::Tiff { path, source } => Self::Tiff { path, source },
+            RasterError::Image { path, source } => Self::Image { path, source },
+            RasterError::Format { path, reason } => Self::Format { path, reason },
+        }
+    }
+}
+
 impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {

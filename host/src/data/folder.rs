@@ -22,7 +22,6 @@ use rand_chacha::rand_core::RngCore;
 use rayon::prelude::*;
 
 use super::error::{DataError, Result};
-use super::geo::read_tiff_bands;
 use super::manifest::{Manifest, SplitName};
 use super::preprocess::{Augment, InputSpec};
 use super::split::{per_class_split, rng, shuffle};
@@ -409,47 +408,11 @@ impl ImageFolder {
     }
 }
 
-/// Decodes one image file to model input. TIFFs go through the `tiff` crate, which reads any band
-/// count (the builders' multispectral patches, UC Merced's RGB TIFFs); other formats through the
-/// `image` crate as RGB (8-bit values 0..255, 16-bit 0..65535).
+/// Decodes one image file to model input, as the board does (`orbhash_shared::raster`).
 pub fn decode(path: &Path, spec: &InputSpec) -> Result<Vec<f32>> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    let (width, height, bands, values) = if ext == "tif" || ext == "tiff" {
-        read_tiff_bands(path)?
-    } else {
-        let image = image::open(path).map_err(|source| DataError::Image {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let (w, h) = (image.width(), image.height());
-        let values: Vec<f32> = match image.color() {
-            image::ColorType::L16
-            | image::ColorType::La16
-            | image::ColorType::Rgb16
-            | image::ColorType::Rgba16 => image
-                .into_rgb16()
-                .into_raw()
-                .into_iter()
-                .map(f32::from)
-                .collect(),
-            _ => image
-                .into_rgb8()
-                .into_raw()
-                .into_iter()
-                .map(f32::from)
-                .collect(),
-        };
-        (w, h, 3, values)
-    };
-    if width == 0 || height == 0 {
-        return Err(DataError::format(path, "image is empty"));
-    }
-    spec.to_chw(width, height, bands, &values)
-        .map_err(|reason| DataError::format(path, reason))
+    let image = orbhash_shared::raster::read_image(path)?;
+    spec.to_chw(image.width, image.height, image.bands, &image.samples)
+        .map_err(|reason| DataError::format(path, reason.0))
 }
 
 impl Dataset {

@@ -10,50 +10,13 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Cursor};
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
 use tiff::decoder::{Decoder, DecodingResult};
 use tiff::tags::Tag;
 
 use super::error::{DataError, Result};
 
-/// A north-up affine grid: pixel (col, row) has its upper-left corner at
-/// `(origin_x + col * pixel_width, origin_y - row * pixel_height)` in map units (metres here).
-/// GDAL's geotransform with no rotation terms.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct GeoTransform {
-    pub origin_x: f64,
-    pub origin_y: f64,
-    pub pixel_width: f64,
-    pub pixel_height: f64,
-}
-
-impl GeoTransform {
-    /// Map coordinates of a pixel-space point (`col`, `row` may be fractional; integers are
-    /// pixel corners).
-    pub fn pixel_to_map(&self, col: f64, row: f64) -> (f64, f64) {
-        (
-            self.origin_x + col * self.pixel_width,
-            self.origin_y - row * self.pixel_height,
-        )
-    }
-
-    /// Pixel-space coordinates (fractional column, row) of a map point.
-    pub fn map_to_pixel(&self, x: f64, y: f64) -> (f64, f64) {
-        (
-            (x - self.origin_x) / self.pixel_width,
-            (self.origin_y - y) / self.pixel_height,
-        )
-    }
-
-    /// Whether two grids coincide to a hundredth of a pixel.
-    pub fn same_grid(&self, other: &GeoTransform) -> bool {
-        let tol = 0.01 * self.pixel_width.abs().min(self.pixel_height.abs());
-        (self.origin_x - other.origin_x).abs() < tol
-            && (self.origin_y - other.origin_y).abs() < tol
-            && (self.pixel_width - other.pixel_width).abs() < tol
-            && (self.pixel_height - other.pixel_height).abs() < tol
-    }
-}
+pub use orbhash_shared::raster::GeoTransform;
+use orbhash_shared::raster::{read_georeference, Georeference};
 
 /// One band of a scene.
 #[derive(Clone, Debug)]
@@ -94,16 +57,7 @@ impl Raster {
     }
 }
 
-// GeoKey ids (GeoTIFF 1.0 spec, section 6.2).
-const GT_RASTER_TYPE: u16 = 1025;
-const PROJECTED_CS_TYPE: u16 = 3072;
-const GEOGRAPHIC_TYPE: u16 = 2048;
-const GT_CITATION: u16 = 1026;
-const PCS_CITATION: u16 = 3073;
-const RASTER_PIXEL_IS_POINT: u16 = 2;
-const USER_DEFINED: u16 = 32767;
 const GDAL_NODATA: u16 = 42113;
-const GEO_ASCII_PARAMS: u16 = 34737;
 
 /// Reads the first band of a GeoTIFF (any integer or float sample type).
 pub fn read_geotiff(path: &Path) -> Result<Raster> {
@@ -155,84 +109,15 @@ pub fn read_geotiff(path: &Path) -> Result<Raster> {
     })
 }
 
-/// Reads ModelPixelScale, ModelTiepoint and the GeoKey directory. Only north-up grids (no
-/// ModelTransformation) are accepted: every file orbhash reads is one.
+/// A GeoTIFF's grid and CRS; fails when the file has no georeferencing.
 fn read_geokeys<R: std::io::Read + std::io::Seek>(
     decoder: &mut Decoder<R>,
     path: &Path,
 ) -> Result<(GeoTransform, String)> {
-    let tiff_err = |source| DataError::Tiff {
-        path: path.to_path_buf(),
-        source,
-    };
-    let missing = |what: &str| DataError::format(path, format!("no {what} tag: not a GeoTIFF"));
-    let scale = decoder
-        .find_tag(Tag::ModelPixelScaleTag)
-        .map_err(tiff_err)?
-        .ok_or_else(|| missing("ModelPixelScale"))?
-        .into_f64_vec()
-        .map_err(tiff_err)?;
-    let tie = decoder
-        .find_tag(Tag::ModelTiepointTag)
-        .map_err(tiff_err)?
-        .ok_or_else(|| missing("ModelTiepoint"))?
-        .into_f64_vec()
-        .map_err(tiff_err)?;
-    if scale.len() < 2 || tie.len() < 6 {
-        return Err(DataError::format(
-            path,
-            "short ModelPixelScale/ModelTiepoint",
-        ));
-    }
-    let keys = decoder
-        .find_tag(Tag::GeoKeyDirectoryTag)
-        .map_err(tiff_err)?
-        .map(|v| v.into_u16_vec())
-        .transpose()
-        .map_err(tiff_err)?
-        .unwrap_or_default();
-    let ascii = decoder
-        .find_tag(Tag::Unknown(GEO_ASCII_PARAMS))
-        .map_err(tiff_err)?
-        .and_then(|v| v.into_string().ok())
-        .unwrap_or_default();
-    // Directory header is 4 shorts, then 4 shorts per key: id, location, count, value/offset.
-    let key = |id: u16| -> Option<(u16, u16, u16)> {
-        keys.get(4..)?
-            .chunks_exact(4)
-            .find(|k| k[0] == id)
-            .map(|k| (k[1], k[2], k[3]))
-    };
-    let short_key = |id: u16| key(id).filter(|k| k.0 == 0).map(|k| k.2);
-    let ascii_key = |id: u16| {
-        key(id)
-            .filter(|k| k.0 == GEO_ASCII_PARAMS)
-            .and_then(|(_, count, offset)| {
-                ascii
-                    .get(offset as usize..(offset as usize + count as usize))
-                    .map(|s| s.trim_end_matches(['|', '\0']).to_string())
-            })
-    };
-
-    let (mut col0, mut row0) = (tie[0], tie[1]);
-    // PixelIsPoint tiepoints refer to pixel centres; the grid's corner is half a pixel off.
-    if short_key(GT_RASTER_TYPE) == Some(RASTER_PIXEL_IS_POINT) {
-        col0 -= 0.5;
-        row0 -= 0.5;
-    }
-    let geo = GeoTransform {
-        origin_x: tie[3] - col0 * scale[0],
-        origin_y: tie[4] + row0 * scale[1],
-        pixel_width: scale[0],
-        pixel_height: scale[1],
-    };
-    let crs = match short_key(PROJECTED_CS_TYPE).or_else(|| short_key(GEOGRAPHIC_TYPE)) {
-        Some(code) if code != USER_DEFINED => format!("EPSG:{code}"),
-        _ => ascii_key(PCS_CITATION)
-            .or_else(|| ascii_key(GT_CITATION))
-            .unwrap_or_else(|| "user-defined".to_string()),
-    };
-    Ok((geo, crs))
+    let georeference = read_georeference(decoder, path)?.ok_or_else(|| {
+        DataError::format(path, "no ModelPixelScale/ModelTiepoint tags: not a GeoTIFF")
+    })?;
+    Ok((georeference.geo, georeference.crs))
 }
 
 /// The UUID of the GeoJP2 box: a degenerate GeoTIFF carrying the georeferencing tags.
@@ -370,14 +255,59 @@ impl<const N: usize> tiff::encoder::colortype::ColorType for MultiU16<N> {
     }
 }
 
-/// Writes a `width`×`height` patch with `bands` interleaved u16 samples per pixel (band order
-/// as given), deflate-compressed. 1 to 8 bands.
+/// GeoTIFF keys of a north-up grid: ModelPixelScale, ModelTiepoint at pixel (0, 0), and a key
+/// directory declaring a projected model, pixel-is-area and the EPSG code.
+fn write_geokeys<W: std::io::Write + std::io::Seek, K: tiff::encoder::TiffKind>(
+    encoder: &mut tiff::encoder::DirectoryEncoder<'_, W, K>,
+    georeference: &Georeference,
+) -> tiff::TiffResult<()> {
+    const GT_MODEL_TYPE: u16 = 1024;
+    const MODEL_TYPE_PROJECTED: u16 = 1;
+    const GT_RASTER_TYPE: u16 = 1025;
+    const RASTER_PIXEL_IS_AREA: u16 = 1;
+    const PROJECTED_CS_TYPE: u16 = 3072;
+    let geo = &georeference.geo;
+    encoder.write_tag(
+        Tag::ModelPixelScaleTag,
+        &[geo.pixel_width, geo.pixel_height, 0.0][..],
+    )?;
+    encoder.write_tag(
+        Tag::ModelTiepointTag,
+        &[0.0, 0.0, 0.0, geo.origin_x, geo.origin_y, 0.0][..],
+    )?;
+    let mut keys = vec![
+        GT_MODEL_TYPE,
+        0,
+        1,
+        MODEL_TYPE_PROJECTED,
+        GT_RASTER_TYPE,
+        0,
+        1,
+        RASTER_PIXEL_IS_AREA,
+    ];
+    if let Some(code) = georeference
+        .crs
+        .strip_prefix("EPSG:")
+        .and_then(|code| code.parse::<u16>().ok())
+    {
+        keys.extend([PROJECTED_CS_TYPE, 0, 1, code]);
+    }
+    // Header: version 1, revision 1.0, then the number of keys.
+    let mut directory = vec![1, 1, 0, (keys.len() / 4) as u16];
+    directory.extend(keys);
+    encoder.write_tag(Tag::GeoKeyDirectoryTag, &directory[..])
+}
+
+/// Writes a `width`×`height` image with `bands` interleaved u16 samples per pixel (band order
+/// as given), deflate-compressed. 1 to 8 bands. With a `georeference` it is a GeoTIFF (pixel is
+/// area; the CRS as an EPSG code when it is one).
 pub fn write_u16_tiff(
     path: &Path,
     width: u32,
     height: u32,
     bands: usize,
     interleaved: &[u16],
+    georeference: Option<&Georeference>,
 ) -> Result<()> {
     let file = File::create(path).map_err(|e| DataError::io(path, e))?;
     let tiff_err = |source| DataError::Tiff {
@@ -403,6 +333,9 @@ pub fn write_u16_tiff(
                     .write_tag(Tag::ExtraSamples, &[0u16; $n - 1][..])
                     .map_err(tiff_err)?;
             }
+            if let Some(georeference) = georeference {
+                write_geokeys(image.encoder(), georeference).map_err(tiff_err)?;
+            }
             image.write_data(interleaved).map_err(tiff_err)
         }};
     }
@@ -419,28 +352,4 @@ pub fn write_u16_tiff(
             "{n} bands: a patch TIFF holds 1 to 8"
         ))),
     }
-}
-
-/// Reads a TIFF of any band count as (width, height, bands, interleaved f32 samples). Used for
-/// the builders' multispectral patches, which the `image` crate cannot open.
-pub fn read_tiff_bands(path: &Path) -> Result<(u32, u32, usize, Vec<f32>)> {
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    let tiff_err = |source| DataError::Tiff {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut decoder = Decoder::new(BufReader::new(file)).map_err(tiff_err)?;
-    let (width, height) = decoder.dimensions().map_err(tiff_err)?;
-    let bands = decoder.colortype().map_err(tiff_err)?.num_samples() as usize;
-    let data: Vec<f32> = match decoder.read_image().map_err(tiff_err)? {
-        DecodingResult::U8(v) => v.into_iter().map(f32::from).collect(),
-        DecodingResult::U16(v) => v.into_iter().map(f32::from).collect(),
-        DecodingResult::I16(v) => v.into_iter().map(f32::from).collect(),
-        DecodingResult::F32(v) => v,
-        _ => return Err(DataError::format(path, "unsupported TIFF sample type")),
-    };
-    if data.len() != width as usize * height as usize * bands {
-        return Err(DataError::format(path, "sample count does not match size"));
-    }
-    Ok((width, height, bands, data))
 }

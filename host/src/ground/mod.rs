@@ -94,13 +94,9 @@ pub type Result<T, E = GroundError> = std::result::Result<T, E>;
 
 /// Parses 16 hex digits as a model id.
 pub fn parse_model_id(text: &str) -> Result<ModelId> {
-    let bytes = parse_hex(text.trim()).ok_or_else(|| GroundError::BadModelId {
+    ModelId::from_hex(text.trim()).ok_or_else(|| GroundError::BadModelId {
         text: text.to_string(),
-    })?;
-    let id: [u8; 8] = bytes.try_into().map_err(|_| GroundError::BadModelId {
-        text: text.to_string(),
-    })?;
-    Ok(ModelId(id))
+    })
 }
 
 /// Hex digits to bytes (pairs, no separators); `None` on odd length or a non-hex digit.
