@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use orbhash_shared::ModelId;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 use tract_onnx::tract_hir::internal::DimLike;
@@ -45,6 +46,7 @@ pub struct OnnxModel {
     input_shape: Vec<usize>,
     output_names: Vec<String>,
     metadata: BTreeMap<String, String>,
+    graph_id: ModelId,
 }
 
 impl OnnxModel {
@@ -59,6 +61,18 @@ impl OnnxModel {
 
     /// Prepares an in-memory ONNX model; `origin` names it in error messages.
     pub fn from_bytes(bytes: &[u8], batch: usize, origin: &str) -> Result<Self, ModelError> {
+        Self::from_bytes_with_outputs(bytes, batch, origin, &[])
+    }
+
+    /// As [`Self::from_bytes`], but the model's outputs are the named values (any intermediate
+    /// value of the graph, by its ONNX name) instead of the graph's own outputs; empty keeps those.
+    /// For calibration and debugging: what the board runs is the graph as exported.
+    pub fn from_bytes_with_outputs(
+        bytes: &[u8],
+        batch: usize,
+        origin: &str,
+        outputs: &[String],
+    ) -> Result<Self, ModelError> {
         let not_onnx = |error: TractError| ModelError::NotOnnx {
             origin: origin.to_string(),
             detail: format!("{error:#}"),
@@ -67,7 +81,17 @@ impl OnnxModel {
         let proto = onnx
             .proto_model_for_read(&mut std::io::Cursor::new(bytes))
             .map_err(not_onnx)?;
-        let model = onnx.model_for_proto_model(&proto).map_err(not_onnx)?;
+        let graph_id = ModelId::of_model(
+            &proto
+                .graph
+                .as_ref()
+                .map(prost::Message::encode_to_vec)
+                .unwrap_or_default(),
+        );
+        let mut model = onnx.model_for_proto_model(&proto).map_err(not_onnx)?;
+        if !outputs.is_empty() {
+            model.select_outputs_by_name(outputs).map_err(not_onnx)?;
+        }
         let metadata = model
             .properties
             .iter()
@@ -90,12 +114,16 @@ impl OnnxModel {
             detail: format!("{error:#}"),
         };
         let input_shape = fixed_batch_shape(&model, batch).map_err(optimise_error)?;
-        let output_names = model
-            .output_outlets()
-            .map_err(not_onnx)?
-            .iter()
-            .map(|outlet| model.node(outlet.node).name.clone())
-            .collect();
+        let output_names = if outputs.is_empty() {
+            model
+                .output_outlets()
+                .map_err(not_onnx)?
+                .iter()
+                .map(|outlet| model.node(outlet.node).name.clone())
+                .collect()
+        } else {
+            outputs.to_vec()
+        };
         let plan = model
             .with_input_fact(0, f32::fact(&input_shape).into())
             .and_then(|model| model.into_optimized())
@@ -106,6 +134,7 @@ impl OnnxModel {
             input_shape,
             output_names,
             metadata,
+            graph_id,
         })
     }
 
@@ -117,6 +146,12 @@ impl OnnxModel {
     /// Output names in graph order.
     pub fn output_names(&self) -> &[String] {
         &self.output_names
+    }
+
+    /// [`ModelId::of_model`] of the file's graph (structure and weights, not the metadata): the
+    /// model id an orbhash model card must carry.
+    pub fn graph_id(&self) -> ModelId {
+        self.graph_id
     }
 
     /// The file's `metadata_props`: the model card travels there.

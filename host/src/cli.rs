@@ -30,6 +30,10 @@ pub enum Command {
     /// kappa, confusion matrix). Writes report.json and PNG plots.
     #[cfg(feature = "train")]
     Eval(crate::train::cli::EvalArgs),
+    /// Export a checkpoint as an ONNX model for the board (f32, or int8 calibrated on real tiles),
+    /// with its model card inside; `--verify` checks it with tract against the checkpoint.
+    #[cfg(feature = "train")]
+    Export(crate::export::cli::ExportArgs),
     /// The ground station: ingest downlinked records into the archive, search it by Hamming
     /// distance, report passes and losses. Needs no libtorch.
     Ground(crate::ground::cli::GroundArgs),
@@ -111,6 +115,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         #[cfg(feature = "train")]
         Command::Eval(args) => crate::train::cli::run_eval(&args),
         Command::Weights(command) => weights(command),
+        #[cfg(feature = "train")]
+        Command::Export(args) => crate::export::cli::run(&args),
     }
 }
 

@@ -5,6 +5,8 @@ pub mod assets;
 pub mod cli;
 pub mod data;
 pub mod eval;
+#[cfg(feature = "train")]
+pub mod export;
 pub mod ground;
 pub mod model;
 #[cfg(feature = "train")]

@@ -69,6 +69,14 @@ pub struct TilePosition {
     pub map: Option<MapCoordinates>,
 }
 
+/// The scene id of a named scene (a capture's file name without extension, a tile directory's
+/// name): the first four bytes of SHA-256 of the name, big-endian. Flight and ground both derive
+/// it, so an operator can ask for a scene by name.
+pub fn scene_id_of(name: &str) -> u32 {
+    let digest = Sha256::digest(name.as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+}
+
 /// How a scene is cut into tiles, so a tile's pixel position follows from its id.
 ///
 /// Tile `t` is at row `(t / tiles_per_row) * stride_px`, column `(t % tiles_per_row) * stride_px`

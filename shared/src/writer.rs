@@ -117,6 +117,12 @@ impl PacketWriter {
         self.next_sequence_count
     }
 
+    /// Continues a sequence after a restart: the next packet carries `next` (mod 2^14), so counts
+    /// already downlinked before the restart are not reused.
+    pub fn resume_sequence_count(&mut self, next: u16) {
+        self.next_sequence_count = next % SEQUENCE_MODULUS;
+    }
+
     /// Records waiting in the current, unsent packet.
     pub fn pending_records(&self) -> u16 {
         self.batch.as_ref().map_or(0, Batch::len)

@@ -83,6 +83,13 @@ pub struct QueryArgs {
     /// Query by archived tile(s): TILE or SCENE:TILE.
     #[arg(long = "tile", value_name = "[SCENE:]TILE")]
     pub tiles: Vec<String>,
+    /// Query by image(s): hashed with the model given by --onnx, as the board hashes tiles.
+    #[arg(long = "image", value_name = "PATH", requires = "onnx")]
+    pub images: Vec<PathBuf>,
+    /// The exported model (ONNX) whose codes the archive holds; needed for --image, and it also
+    /// registers the model's card so labels print by name.
+    #[arg(long, value_name = "MODEL.onnx")]
+    pub onnx: Option<PathBuf>,
     /// Model id (16 hex digits) whose codes to search; needed when the archive has several.
     #[arg(long)]
     pub model: Option<String>,
@@ -135,8 +142,8 @@ pub struct ModelCardArgs {
     pub archive: ArchiveArg,
     /// The model id (16 hex digits).
     pub model: String,
-    /// The model card, JSON (`classes`: class names in label order; `code_bits` if the model has
-    /// sent nothing yet).
+    /// The model card: the exported ONNX model itself (its card is read from it), or JSON
+    /// (`classes`: class names in label order; `code_bits` if the model has sent nothing yet).
     pub card: PathBuf,
 }
 
@@ -157,10 +164,21 @@ pub fn run(args: GroundArgs) -> anyhow::Result<()> {
         GroundCommand::Stats(args) => stats(&args),
         GroundCommand::ModelCard(args) => {
             let model = parse_model_id(&args.model)?;
-            let card = std::fs::read_to_string(&args.card).map_err(|source| GroundError::Io {
-                path: args.card.clone(),
-                source,
-            })?;
+            let card = if args.card.extension().is_some_and(|e| e == "onnx") {
+                let card = super::by_image::read_card(&args.card)?;
+                anyhow::ensure!(
+                    card.model_id == model,
+                    "{} is model {}, not {model}",
+                    args.card.display(),
+                    card.model_id
+                );
+                super::by_image::card_json(&card)
+            } else {
+                std::fs::read_to_string(&args.card).map_err(|source| GroundError::Io {
+                    path: args.card.clone(),
+                    source,
+                })?
+            };
             Archive::open(&args.archive.archive)?.register_model_card(model, &card)?;
             println!("model card of {model} registered");
             Ok(())
@@ -265,8 +283,19 @@ fn query(args: &QueryArgs) -> anyhow::Result<()> {
     for text in &args.tiles {
         queries.push(parse_tile(text)?);
     }
+    let mut model = args.model.as_deref().map(parse_model_id).transpose()?;
+    if let Some(onnx) = &args.onnx {
+        let (card, codes) = super::by_image::hash_images(onnx, &args.images)?;
+        if model.is_some_and(|model| model != card.model_id) {
+            anyhow::bail!("--model and --onnx name different models");
+        }
+        model = Some(card.model_id);
+        Archive::open(&args.archive.archive)?
+            .register_model_card(card.model_id, &super::by_image::card_json(&card))?;
+        queries.extend(codes.into_iter().map(QuerySpec::Code));
+    }
     if queries.is_empty() {
-        anyhow::bail!("give a query: --code HEX or --tile [SCENE:]TILE (query by image waits for the edge library)");
+        anyhow::bail!("give a query: --code HEX, --tile [SCENE:]TILE or --image PATH --onnx MODEL");
     }
     let spec = SearchSpec {
         k: args.k.or(if args.radius.is_some() {
@@ -278,7 +307,7 @@ fn query(args: &QueryArgs) -> anyhow::Result<()> {
     };
     let query = Query {
         queries,
-        model: args.model.as_deref().map(parse_model_id).transpose()?,
+        model,
         spec,
         labels: args.labels.clone(),
         same_label: args.same_label,

@@ -9,6 +9,7 @@
 //! (tract) to hash the image with the same model; [`search::QuerySpec`] is where it will plug in.
 
 pub mod archive;
+pub mod by_image;
 pub mod bench;
 pub mod cli;
 pub mod ingest;

@@ -89,7 +89,10 @@ impl FromStr for BackboneKind {
     }
 }
 
-const SMALL_CNN_WIDTH: i64 = 16;
+/// Channels of the small CNN's first layer; its four layers have 1, 2, 4, 4 times as many.
+pub const SMALL_CNN_WIDTH: i64 = 16;
+/// Width multiples of the small CNN's layers.
+pub const SMALL_CNN_LAYERS: [i64; 4] = [1, 2, 4, 4];
 
 /// A backbone network built into a variable store.
 pub struct Backbone {
@@ -188,7 +191,7 @@ fn alexnet_fc7(path: &nn::Path) -> impl ModuleT {
 fn small_cnn(path: &nn::Path) -> impl ModuleT {
     let mut network = nn::seq_t();
     let mut channels = 3;
-    for (index, width) in [1, 2, 4, 4].into_iter().enumerate() {
+    for (index, width) in SMALL_CNN_LAYERS.into_iter().enumerate() {
         let output = SMALL_CNN_WIDTH * width;
         let config = nn::ConvConfig {
             stride: 2,

@@ -13,7 +13,8 @@ use tch::Tensor;
 
 /// Output channels of the final 1x1 convolution: the backbone's feature size.
 pub const FEATURE_SIZE: i64 = 1280;
-const STEM_CHANNELS: i64 = 32;
+/// Channels out of the stem convolution.
+pub const STEM_CHANNELS: i64 = 32;
 
 /// One stage of MBConv blocks: (repeats, kernel, first stride, expand ratio, output channels).
 const STAGES: [(usize, i64, i64, i64, i64); 7] = [
@@ -25,6 +26,55 @@ const STAGES: [(usize, i64, i64, i64, i64); 7] = [
     (4, 5, 2, 6, 192),
     (1, 3, 1, 6, 320),
 ];
+
+/// One MBConv block as laid out by [`STAGES`]: what the tch network and the ONNX exporter both
+/// build, so the two cannot drift apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockPlan {
+    /// Position in `_blocks`.
+    pub index: usize,
+    pub input: i64,
+    /// Channels after the 1x1 expansion (equal to `input` when there is none).
+    pub expanded: i64,
+    pub output: i64,
+    pub kernel: i64,
+    pub stride: i64,
+    /// Whether the block has a 1x1 expansion convolution (expand ratio above 1).
+    pub expand: bool,
+    /// Whether the block adds its input to its output.
+    pub residual: bool,
+}
+
+/// The 16 blocks of EfficientNet-Lite0 after the stem.
+pub fn block_plan() -> Vec<BlockPlan> {
+    let mut plan = Vec::new();
+    let mut channels = STEM_CHANNELS;
+    for (repeats, kernel, first_stride, expand_ratio, output) in STAGES {
+        for repeat in 0..repeats {
+            let stride = if repeat == 0 { first_stride } else { 1 };
+            plan.push(BlockPlan {
+                index: plan.len(),
+                input: channels,
+                expanded: channels * expand_ratio,
+                output,
+                kernel,
+                stride,
+                expand: expand_ratio != 1,
+                residual: stride == 1 && channels == output,
+            });
+            channels = output;
+        }
+    }
+    plan
+}
+
+/// Padding (before, after) of one spatial axis of `extent` pixels under TensorFlow's "SAME" rule:
+/// output size ceil(extent / stride), the odd pixel after.
+pub fn tf_same_pads(extent: i64, kernel: i64, stride: i64) -> (i64, i64) {
+    let output = (extent + stride - 1) / stride;
+    let total = ((output - 1) * stride + kernel - extent).max(0);
+    (total / 2, total - total / 2)
+}
 
 /// How strided convolutions pad their input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,17 +182,9 @@ impl ConvBn {
 fn tf_same_pad(xs: &Tensor, kernel: i64, stride: i64) -> Tensor {
     let size = xs.size();
     let (height, width) = (size[size.len() - 2], size[size.len() - 1]);
-    let total = |extent: i64| {
-        let output = (extent + stride - 1) / stride;
-        ((output - 1) * stride + kernel - extent).max(0)
-    };
-    let (vertical, horizontal) = (total(height), total(width));
-    xs.constant_pad_nd([
-        horizontal / 2,
-        horizontal - horizontal / 2,
-        vertical / 2,
-        vertical - vertical / 2,
-    ])
+    let (top, bottom) = tf_same_pads(height, kernel, stride);
+    let (left, right) = tf_same_pads(width, kernel, stride);
+    xs.constant_pad_nd([left, right, top, bottom])
 }
 
 /// Mobile inverted bottleneck: 1x1 expand, depthwise kxk, 1x1 project, residual when shapes allow.
@@ -202,57 +244,52 @@ impl EfficientNetLite0 {
             1,
             config,
         );
-        let total_blocks: usize = STAGES.iter().map(|stage| stage.0).sum();
+        let plan = block_plan();
+        let total_blocks = plan.len();
         let mut blocks = Vec::with_capacity(total_blocks);
-        let mut channels = STEM_CHANNELS;
-        for (repeats, kernel, first_stride, expand_ratio, output) in STAGES {
-            for repeat in 0..repeats {
-                let index = blocks.len();
-                let path = root / "_blocks" / index;
-                let stride = if repeat == 0 { first_stride } else { 1 };
-                let expanded = channels * expand_ratio;
-                let expand = (expand_ratio != 1).then(|| {
-                    ConvBn::new(
-                        &path / "_expand_conv",
-                        &path / "_bn0",
-                        channels,
-                        expanded,
-                        1,
-                        1,
-                        1,
-                        config,
-                    )
-                });
-                let depthwise = ConvBn::new(
-                    &path / "_depthwise_conv",
-                    &path / "_bn1",
-                    expanded,
-                    expanded,
-                    kernel,
-                    stride,
-                    expanded,
-                    config,
-                );
-                let project = ConvBn::new(
-                    &path / "_project_conv",
-                    &path / "_bn2",
-                    expanded,
-                    output,
+        for block in &plan {
+            let path = root / "_blocks" / block.index;
+            let expand = block.expand.then(|| {
+                ConvBn::new(
+                    &path / "_expand_conv",
+                    &path / "_bn0",
+                    block.input,
+                    block.expanded,
                     1,
                     1,
                     1,
                     config,
-                );
-                blocks.push(MbConv {
-                    expand,
-                    depthwise,
-                    project,
-                    residual: stride == 1 && channels == output,
-                    drop_rate: config.drop_connect_rate * index as f64 / total_blocks as f64,
-                });
-                channels = output;
-            }
+                )
+            });
+            let depthwise = ConvBn::new(
+                &path / "_depthwise_conv",
+                &path / "_bn1",
+                block.expanded,
+                block.expanded,
+                block.kernel,
+                block.stride,
+                block.expanded,
+                config,
+            );
+            let project = ConvBn::new(
+                &path / "_project_conv",
+                &path / "_bn2",
+                block.expanded,
+                block.output,
+                1,
+                1,
+                1,
+                config,
+            );
+            blocks.push(MbConv {
+                expand,
+                depthwise,
+                project,
+                residual: block.residual,
+                drop_rate: config.drop_connect_rate * block.index as f64 / total_blocks as f64,
+            });
         }
+        let channels = plan.last().map_or(STEM_CHANNELS, |block| block.output);
         let head = ConvBn::new(
             root / "_conv_head",
             root / "_bn1",

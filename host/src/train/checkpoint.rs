@@ -125,7 +125,8 @@ impl Checkpoint {
             .map_err(|error| anyhow::anyhow!("corrupt checkpoint: {error:?}"))
     }
 
-    fn load_tensor(&self, name: &str) -> anyhow::Result<Tensor> {
+    /// A tensor's shape and values, for code that reads weights without libtorch (the exporter).
+    pub fn f32_tensor(&self, name: &str) -> anyhow::Result<(Vec<usize>, Vec<f32>)> {
         let tensors = self.tensors()?;
         let view = tensors
             .tensor(name)
@@ -133,12 +134,17 @@ impl Checkpoint {
         if view.dtype() != safetensors::Dtype::F32 {
             bail!("tensor {name} is not f32");
         }
-        let values: Vec<f32> = view
+        let values = view
             .data()
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        Ok((view.shape().to_vec(), values))
+    }
+
+    fn load_tensor(&self, name: &str) -> anyhow::Result<Tensor> {
+        let (shape, values) = self.f32_tensor(name)?;
+        let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         Ok(Tensor::from_slice(&values).view(shape.as_slice()))
     }
 

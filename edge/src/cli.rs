@@ -1,0 +1,286 @@
+//! `orbhash-edge` on the command line: the binary is a thin wrapper around [`main`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use crate::bench::{bench, table, BenchOptions};
+use crate::link::{LinkTarget, Simulation};
+use crate::run::{run as run_pipeline, RunOptions};
+use crate::{Hasher, OnnxModel};
+use orbhash_shared::card::ModelCard;
+use orbhash_shared::MacKey;
+
+/// orbhash on board: hash image tiles with the exported DHCNN model and downlink their codes.
+#[derive(Debug, Parser)]
+#[command(name = "orbhash-edge", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load an ONNX model as the board would and print its input, outputs and model card, so a
+    /// model can be checked before it is uplinked.
+    Inspect {
+        /// The ONNX file to inspect.
+        model: PathBuf,
+        /// Batch size to prepare the model for (tract optimises for a fixed batch).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+    },
+    /// Hash tiles and downlink their records: a directory of tiles or a whole scene cut on the
+    /// model's grid, through the disk queue, to the link.
+    Run(Box<RunArgs>),
+    /// Measure tiles/s and ms/tile of one or more models on real tiles.
+    Bench {
+        /// ONNX models to compare (e.g. the f32 and the int8 export).
+        #[arg(long = "model", required = true)]
+        models: Vec<PathBuf>,
+        /// Tiles: a directory of tiles or a scene.
+        #[arg(long)]
+        tiles: PathBuf,
+        /// Batch sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        batch: Vec<usize>,
+        /// Thread counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<usize>,
+        /// Tiles per measurement.
+        #[arg(long, default_value_t = 64)]
+        tiles_per_run: usize,
+        /// Print JSON rows instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = "\
+Examples:
+  orbhash-edge run --model models/s2-dhcnn64-int8.onnx --tiles scene.tif --downlink file:down.bin
+  orbhash-edge run --model M --tiles tiles/ --downlink tcp:ground.example:7000 --queue /data/queue
+  orbhash-edge run --model M --tiles scene.tif --downlink file:down.bin --link-up 2s --link-down 3s \\
+      --corrupt 0.01 --drop 0.01 --seed 7      (a simulated intermittent link)
+
+Frames wait in the queue directory until the link takes them; a killed or crashed run loses no
+queued record, and a rerun skips the tiles already queued and continues the sequence count.")]
+struct RunArgs {
+    /// The exported ONNX model (its card says how to cut and normalise tiles).
+    #[arg(long)]
+    model: PathBuf,
+    /// A directory of tile images, or one scene image to cut on the model's tile grid.
+    #[arg(long)]
+    tiles: PathBuf,
+    /// file:PATH, tcp:HOST:PORT, serial:DEVICE or stdout.
+    #[arg(long)]
+    downlink: LinkTarget,
+    /// The store-and-forward queue directory.
+    #[arg(long, default_value = "edge-queue")]
+    queue: PathBuf,
+    /// Most unsent bytes the queue keeps; past it the oldest segment is dropped.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    queue_max_bytes: u64,
+    /// Tiles per inference call.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// tract matrix-multiply threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// CCSDS application process id of this payload.
+    #[arg(long, default_value_t = 0x42)]
+    apid: u16,
+    /// Label-set id carried in the packets.
+    #[arg(long, default_value_t = 0)]
+    label_set: u16,
+    /// Mission key: 64 hex digits; packets then carry a truncated HMAC-SHA-256.
+    #[arg(long, env = "ORBHASH_MISSION_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// Records per packet at most.
+    #[arg(long, default_value_t = 32)]
+    records_per_packet: u16,
+    /// Simulated link: time up in each contact window (e.g. 2s, 500ms).
+    #[arg(long, value_parser = parse_duration)]
+    link_up: Option<Duration>,
+    /// Simulated link: time down between windows.
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    link_down: Duration,
+    /// Simulated link: probability of a corrupted frame.
+    #[arg(long, default_value_t = 0.0)]
+    corrupt: f64,
+    /// Simulated link: probability of a lost frame.
+    #[arg(long, default_value_t = 0.0)]
+    drop: f64,
+    /// Seed of the simulated link.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop after hashing this many new tiles.
+    #[arg(long)]
+    max_tiles: Option<u32>,
+    /// Print the run summary as JSON on stdout at the end.
+    #[arg(long)]
+    json: bool,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map(|at| text.split_at(at))
+        .ok_or_else(|| format!("{text:?}: give a unit, e.g. 2s or 500ms"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: not a duration"))?;
+    let seconds = match unit {
+        "ms" => value / 1e3,
+        "s" => value,
+        "min" => value * 60.0,
+        _ => return Err(format!("{text:?}: units are ms, s, min")),
+    };
+    if !(0.0..1e9).contains(&seconds) {
+        return Err(format!("{text:?}: out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_key(text: &str) -> anyhow::Result<MacKey> {
+    let digits = text.trim();
+    anyhow::ensure!(
+        digits.len() == 64 && digits.chars().all(|c| c.is_ascii_hexdigit()),
+        "the mission key must be 64 hex digits"
+    );
+    let mut key = [0u8; 32];
+    for (slot, pair) in key.iter_mut().zip(digits.as_bytes().chunks_exact(2)) {
+        *slot = u8::from_str_radix(std::str::from_utf8(pair)?, 16)?;
+    }
+    Ok(MacKey::new(key))
+}
+
+/// The whole `orbhash-edge` command line; the binary is this one call.
+pub fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("orbhash-edge: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Inspect { model, batch } => {
+            let loaded = OnnxModel::open(&model, batch)?;
+            println!("model: {}", model.display());
+            println!("input shape: {:?}", loaded.input_shape());
+            println!("outputs: {}", loaded.output_names().join(", "));
+            println!("graph id: {}", loaded.graph_id());
+            for (key, value) in loaded.metadata() {
+                println!("metadata {key}: {value}");
+            }
+            match ModelCard::from_props(loaded.metadata()) {
+                Ok(_) => {
+                    let hasher = Hasher::open(&model, batch)?;
+                    let card = hasher.card();
+                    println!(
+                        "card: ok — {} bits, {} classes, {} input {}px, tiles {}px every {}px",
+                        card.bits,
+                        card.classes.len(),
+                        card.precision.name(),
+                        card.input.size,
+                        card.tile.size,
+                        card.tile.stride
+                    );
+                }
+                Err(error) => println!("card: {error}"),
+            }
+            Ok(())
+        }
+        Command::Run(args) => {
+            let simulation = args.link_up.map(|up| Simulation {
+                up,
+                down: args.link_down,
+                corrupt: args.corrupt,
+                drop: args.drop,
+                seed: args.seed,
+            });
+            let key = args.key.as_deref().map(parse_key).transpose()?;
+            if args.threads > 1 {
+                tract_linalg::multithread::set_default_executor(
+                    tract_linalg::multithread::Executor::multithread(args.threads),
+                );
+            }
+            let options = RunOptions {
+                model: args.model,
+                tiles: args.tiles,
+                downlink: args.downlink,
+                queue: args.queue,
+                queue_max_bytes: args.queue_max_bytes,
+                batch: args.batch,
+                apid: args.apid,
+                label_set: args.label_set,
+                key,
+                max_records_per_packet: args.records_per_packet,
+                simulation,
+                capture_time_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                progress: !args.quiet,
+                max_tiles: args.max_tiles,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let summary = runtime.block_on(run_pipeline(options))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                eprintln!(
+                    "orbhash-edge: {} tiles hashed ({} already done, {} failed) in {:.1} s: \
+                     {:.1} tiles/s, {:.1} ms/tile inference; {} frames sent, {} left queued; \
+                     {} B downlinked for {} B of raw tiles",
+                    summary.tiles_hashed,
+                    summary.tiles_already_done,
+                    summary.tiles_failed,
+                    summary.seconds,
+                    summary.tiles_per_second,
+                    summary.ms_per_tile,
+                    summary.queue.frames_sent,
+                    summary.frames_left_in_queue,
+                    summary.downlinked_bytes,
+                    summary.raw_tile_bytes
+                );
+                for (tile, reason) in &summary.problems {
+                    eprintln!("orbhash-edge: tile {tile}: {reason}");
+                }
+            }
+            Ok(())
+        }
+        Command::Bench {
+            models,
+            tiles,
+            batch,
+            threads,
+            tiles_per_run,
+            json,
+        } => {
+            let rows = bench(&BenchOptions {
+                models,
+                tiles,
+                batches: batch,
+                threads,
+                tiles_per_run,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", table(&rows));
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! `orbhash-edge run`: tiles → model → records → packets → disk queue → link, as a tokio
+//! pipeline.
+//!
+//! ```text
+//! reader (blocking) ──tiles──▶ inference (blocking, batches) ──results──▶ packetiser (blocking)
+//!        bounded channel                  bounded channel                        │ append + fsync
+//!                                                                                ▼
+//!                                  link ◀── sender (async: waits for contact) ◀── disk queue
+//! ```
+//!
+//! Bounded channels give backpressure: a slow model slows the reader, a slow disk the model. The
+//! link never slows inference: frames wait in the queue (see [`crate::queue`]) until contact.
+//! Tiles whose records an earlier run already queued are skipped, so a restart after a crash
+//! neither loses nor repeats a record.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use orbhash_shared::{MacKey, PacketContext, PacketWriter, Record, TilePosition, WriterConfig};
+use serde::Serialize;
+use tokio::sync::{mpsc, Notify};
+
+use crate::hasher::{Hashed, Hasher, HasherError};
+use crate::link::{ChannelStats, Link, LinkTarget, Simulation};
+use crate::queue::{Queue, QueueError, QueueStats};
+use crate::source::{SourceError, Tile, TileProblem, TileSource};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub model: PathBuf,
+    pub tiles: PathBuf,
+    pub downlink: LinkTarget,
+    pub queue: PathBuf,
+    pub queue_max_bytes: u64,
+    pub batch: usize,
+    pub apid: u16,
+    pub label_set: u16,
+    pub key: Option<MacKey>,
+    pub max_records_per_packet: u16,
+    pub simulation: Option<Simulation>,
+    /// Capture time stamped on the records, ms since the Unix epoch.
+    pub capture_time_ms: u64,
+    /// Print progress lines on stderr.
+    pub progress: bool,
+    /// Stop after this many newly hashed tiles (tests and demonstrations of restarts).
+    pub max_tiles: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Model(#[from] HasherError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("packetiser: {0}")]
+    Packet(String),
+    #[error("pipeline stage failed: {0}")]
+    Stage(String),
+}
+
+/// What a run did, for the `--json` summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub model_id: String,
+    pub epoch: u32,
+    pub scene_id: u32,
+    pub tiles_in_source: u32,
+    pub tiles_already_done: u32,
+    pub tiles_hashed: u64,
+    pub tiles_failed: u64,
+    /// The first problems, tile by tile.
+    pub problems: Vec<(String, String)>,
+    pub records_queued: u64,
+    pub queue: QueueStats,
+    pub channel: ChannelStats,
+    pub frames_left_in_queue: usize,
+    /// Raw bytes of the hashed tiles (samples as 16-bit values) vs the bytes written to the link.
+    pub raw_tile_bytes: u64,
+    pub downlinked_bytes: u64,
+    pub seconds: f64,
+    pub inference_seconds: f64,
+    pub tiles_per_second: f64,
+    pub ms_per_tile: f64,
+}
+
+#[derive(Default)]
+struct Counters {
+    hashed: AtomicU64,
+    failed: AtomicU64,
+    records: AtomicU64,
+    inference_ns: AtomicU64,
+    raw_bytes: AtomicU64,
+}
+
+const MAX_PROBLEMS_REPORTED: usize = 20;
+
+pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let batch = options.batch.max(1);
+    let hasher = {
+        let (model, batch) = (options.model.clone(), batch);
+        tokio::task::spawn_blocking(move || Hasher::open(&model, batch))
+            .await
+            .map_err(|e| RunError::Stage(e.to_string()))??
+    };
+    let card = hasher.card().clone();
+    let source = Arc::new(TileSource::open(&options.tiles, card.tile)?);
+    let (queue, recovery) = Queue::open(&options.queue, options.queue_max_bytes)?;
+    let queue = Arc::new(Mutex::new(queue));
+    let scene_id = source.scene_id();
+    let todo: Vec<u32> = (0..source.len())
+        .filter(|&tile| !recovery.done.contains(&(scene_id, tile)))
+        .take(options.max_tiles.map_or(usize::MAX, |n| n as usize))
+        .collect();
+    let already_done = source.len() - todo.len() as u32;
+    let counters = Arc::new(Counters::default());
+    let problems = Arc::new(Mutex::new(Vec::new()));
+    let producing = Arc::new(AtomicBool::new(true));
+    let queued = Arc::new(Notify::new());
+
+    // Reader: tiles in id order, skipping those already queued by an earlier run.
+    let (tile_tx, mut tile_rx) = mpsc::channel::<Result<Tile, TileProblem>>(2 * batch);
+    let reader = {
+        let source = Arc::clone(&source);
+        tokio::task::spawn_blocking(move || {
+            for tile_id in todo {
+                if tile_tx.blocking_send(source.tile(tile_id)).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+
+    // Inference: batches of preprocessed tiles through the model.
+    let (result_tx, mut result_rx) = mpsc::channel::<(Tile, Hashed)>(2 * batch);
+    let inference = {
+        let (counters, problems) = (Arc::clone(&counters), Arc::clone(&problems));
+        tokio::task::spawn_blocking(move || -> Result<(), RunError> {
+            let report = |problem: TileProblem| {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut problems) = problems.lock() {
+                    if problems.len() < MAX_PROBLEMS_REPORTED {
+                        problems.push((problem.name, problem.reason));
+                    }
+                }
+            };
+            let mut pending: Vec<(Tile, Vec<f32>)> = Vec::with_capacity(batch);
+            let mut open = true;
+            while open || !pending.is_empty() {
+                if open && pending.len() < batch {
+                    match tile_rx.blocking_recv() {
+                        Some(Ok(tile)) => match hasher.preprocess(&tile.image) {
+                            Ok(input) => pending.push((tile, input)),
+                            Err(error) => report(TileProblem {
+                                name: tile.name.clone(),
+                                reason: error.to_string(),
+                            }),
+                        },
+                        Some(Err(problem)) => report(problem),
+                        None => open = false,
+                    }
+                    if open && pending.len() < batch {
+                        continue;
+                    }
+                }
+                if pending.is_empty() {
+                    continue;
+                }
+                let inputs: Vec<Vec<f32>> =
+                    pending.iter_mut().map(|(_, input)| std::mem::take(input)).collect();
+                let timer = Instant::now();
+                let hashed = hasher.hash(&inputs)?;
+                counters
+                    .inference_ns
+                    .fetch_add(timer.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                for ((tile, _), result) in pending.drain(..).zip(hashed) {
+                    counters.hashed.fetch_add(1, Ordering::Relaxed);
+                    counters
+                        .raw_bytes
+                        .fetch_add(2 * tile.image.samples.len() as u64, Ordering::Relaxed);
+                    if result_tx.blocking_send((tile, result)).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            Ok(())
+        })
+    };
+
+    // Packetiser: records into packets, each frame made durable in the queue.
+    let packetiser = {
+        let (queue, queued, producing, counters) = (
+            Arc::clone(&queue),
+            Arc::clone(&queued),
+            Arc::clone(&producing),
+            Arc::clone(&counters),
+        );
+        let context = PacketContext {
+            apid: options.apid,
+            model_id: card.model_id,
+            code_bits: card.bits,
+            label_set: options.label_set,
+            epoch: recovery.epoch,
+            grid: source.grid(),
+        };
+        let mut config = WriterConfig::new(context);
+        config.key = options.key.clone();
+        config.max_records = options.max_records_per_packet;
+        let capture_time_ms = options.capture_time_ms;
+        let next_sequence_count = recovery.next_sequence_count;
+        tokio::task::spawn_blocking(move || -> Result<(), RunError> {
+            let result = (|| {
+                let mut writer =
+                    PacketWriter::new(config).map_err(|e| RunError::Packet(format!("{e:?}")))?;
+                writer.resume_sequence_count(next_sequence_count);
+                let mut frames: Vec<u8> = Vec::new();
+                let commit = |frames: &mut Vec<u8>| -> Result<(), RunError> {
+                    if frames.is_empty() {
+                        return Ok(());
+                    }
+                    let mut queue = queue
+                        .lock()
+                        .map_err(|_| RunError::Stage("queue lock poisoned".into()))?;
+                    for frame in frames.split_inclusive(|&b| b == 0) {
+                        queue.append(frame)?;
+                    }
+                    frames.clear();
+                    queued.notify_one();
+                    Ok(())
+                };
+                while let Some((tile, hashed)) = result_rx.blocking_recv() {
+                    let record = Record {
+                        tile_id: tile.tile_id,
+                        capture_time_ms,
+                        position: TilePosition {
+                            scene_id: tile.scene_id,
+                            row_px: tile.row_px,
+                            col_px: tile.col_px,
+                            map: tile.map,
+                        },
+                        label: hashed.label,
+                        confidence: hashed.confidence,
+                        code: hashed.code,
+                    };
+                    let mut sink = orbhash_shared::StdIo(&mut frames);
+                    writer
+                        .push(&record, &mut sink)
+                        .map_err(|e| RunError::Packet(format!("{e:?}")))?;
+                    counters.records.fetch_add(1, Ordering::Relaxed);
+                    commit(&mut frames)?;
+                }
+                let mut sink = orbhash_shared::StdIo(&mut frames);
+                writer
+                    .flush(&mut sink)
+                    .map_err(|e| RunError::Packet(format!("{e:?}")))?;
+                commit(&mut frames)
+            })();
+            producing.store(false, Ordering::SeqCst);
+            queued.notify_one();
+            result
+        })
+    };
+
+    // Sender: frames leave the queue only once the link has taken them.
+    let sender = {
+        let (queue, queued, producing) = (
+            Arc::clone(&queue),
+            Arc::clone(&queued),
+            Arc::clone(&producing),
+        );
+        let mut link = Link::new(options.downlink.clone(), options.simulation);
+        tokio::spawn(async move {
+            let mut failures = 0u32;
+            loop {
+                let wait = link.wait_for_contact();
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                let frame = {
+                    let queue = queue.lock().map_err(|_| "queue lock poisoned".to_string())?;
+                    queue.peek().map_err(|e| e.to_string())?
+                };
+                let Some(frame) = frame else {
+                    if !producing.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let _ = tokio::time::timeout(Duration::from_millis(200), queued.notified())
+                        .await;
+                    continue;
+                };
+                match link.send(&frame) {
+                    Ok(()) => {
+                        failures = 0;
+                        queue
+                            .lock()
+                            .map_err(|_| "queue lock poisoned".to_string())?
+                            .mark_sent()
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Err(error) => {
+                        failures += 1;
+                        if failures >= 5 && !producing.load(Ordering::SeqCst) {
+                            // The frames stay queued for the next contact or the next run.
+                            eprintln!("orbhash-edge: link unavailable ({error}); frames stay queued");
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
+                    }
+                }
+            }
+            Ok::<ChannelStats, String>(link.channel)
+        })
+    };
+
+    let ticker = options.progress.then(|| {
+        let (counters, queue) = (Arc::clone(&counters), Arc::clone(&queue));
+        let total = source.len() - already_done;
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_secs(2));
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                let hashed = counters.hashed.load(Ordering::Relaxed);
+                let seconds = started.elapsed().as_secs_f64();
+                let (sent, pending) = queue
+                    .lock()
+                    .map(|q| (q.stats().frames_sent, q.pending_frames()))
+                    .unwrap_or_default();
+                eprintln!(
+                    "orbhash-edge: {hashed}/{total} tiles ({:.1} tiles/s), {} failed, {} records, \
+                     {sent} frames sent, {pending} queued",
+                    hashed as f64 / seconds.max(1e-9),
+                    counters.failed.load(Ordering::Relaxed),
+                    counters.records.load(Ordering::Relaxed),
+                );
+            }
+        })
+    });
+
+    let stage = |e: tokio::task::JoinError| RunError::Stage(e.to_string());
+    reader.await.map_err(stage)?;
+    let inference_result = inference.await.map_err(stage)?;
+    let packetiser_result = packetiser.await.map_err(stage)?;
+    let channel = sender
+        .await
+        .map_err(stage)?
+        .map_err(RunError::Stage)?;
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    inference_result?;
+    packetiser_result?;
+
+    let (queue_stats, left) = {
+        let queue = queue
+            .lock()
+            .map_err(|_| RunError::Stage("queue lock poisoned".into()))?;
+        (queue.stats(), queue.pending_frames())
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let hashed = counters.hashed.load(Ordering::Relaxed);
+    let inference_seconds = counters.inference_ns.load(Ordering::Relaxed) as f64 / 1e9;
+    let problems = problems.lock().map(|p| p.clone()).unwrap_or_default();
+    Ok(RunSummary {
+        model_id: card.model_id.to_string(),
+        epoch: recovery.epoch,
+        scene_id,
+        tiles_in_source: source.len(),
+        tiles_already_done: already_done,
+        tiles_hashed: hashed,
+        tiles_failed: counters.failed.load(Ordering::Relaxed),
+        problems,
+        records_queued: counters.records.load(Ordering::Relaxed),
+        queue: queue_stats,
+        channel,
+        frames_left_in_queue: left,
+        raw_tile_bytes: counters.raw_bytes.load(Ordering::Relaxed),
+        downlinked_bytes: queue_stats.bytes_sent,
+        seconds,
+        inference_seconds,
+        tiles_per_second: hashed as f64 / seconds.max(1e-9),
+        ms_per_tile: inference_seconds * 1e3 / hashed.max(1) as f64,
+    })
+}

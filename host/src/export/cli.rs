@@ -1,0 +1,114 @@
+//! `orbhash export` on the command line.
+
+use std::path::PathBuf;
+
+use super::onnx::WeightScaling;
+use super::{export, verify, Calibration, ExportOptions};
+
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = "\
+Examples:
+  orbhash export runs/dhcnn/checkpoint.safetensors --out models/s2-dhcnn64.onnx --verify
+  orbhash export runs/dhcnn/checkpoint.safetensors --out models/s2-dhcnn64-int8.onnx --int8 --verify
+
+The file carries its model card (model id, K, classes, input definition, tile grid, training data
+and configuration) as ONNX metadata_props: `orbhash-edge inspect FILE` prints it.")]
+pub struct ExportArgs {
+    /// A checkpoint written by `orbhash train`.
+    pub checkpoint: PathBuf,
+    /// The ONNX file to write (atomically: an interrupted export leaves no torn file).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Quantise to int8 (QLinearConv), calibrated on the data set's database tiles.
+    #[arg(long)]
+    pub int8: bool,
+    /// Data set to calibrate and verify on; default: the one the checkpoint was trained on.
+    #[arg(long, value_name = "DATA")]
+    pub calibrate: Option<PathBuf>,
+    /// Activation ranges from the min and max seen, or from the given percentile per batch
+    /// (e.g. 99.99), which ignores a few outliers.
+    #[arg(long, default_value = "minmax", value_parser = parse_calibration)]
+    pub calibration: Calibration,
+    /// Database tiles used for calibration at most.
+    #[arg(long, default_value_t = 256)]
+    pub calibration_tiles: usize,
+    /// int8 weight scales per output channel or per tensor.
+    #[arg(long, value_enum, default_value = "per-channel")]
+    pub weights: WeightScaling,
+    /// Run the written file with tract on the data set and compare with the checkpoint in tch;
+    /// fails unless the parity thresholds hold (see `orbhash export --help`).
+    #[arg(long)]
+    pub verify: bool,
+    /// Print the summary (and verification) as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_calibration(text: &str) -> Result<Calibration, String> {
+    if text == "minmax" {
+        return Ok(Calibration::MinMax);
+    }
+    let percent: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?}: give `minmax` or a percentile such as 99.99"))?;
+    if !(50.0..=100.0).contains(&percent) {
+        return Err(format!("percentile {percent} is outside 50..100"));
+    }
+    Ok(Calibration::Percentile(percent))
+}
+
+pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
+    let options = ExportOptions {
+        checkpoint: args.checkpoint.clone(),
+        out: args.out.clone(),
+        int8: args.int8,
+        data: args.calibrate.clone(),
+        calibration: args.calibration,
+        calibration_tiles: args.calibration_tiles,
+        weights: args.weights,
+    };
+    let (exported, model) = export(&options)?;
+    let report = if args.verify {
+        Some(verify::verify(
+            &args.checkpoint,
+            &model,
+            args.calibrate.as_deref(),
+        )?)
+    } else {
+        None
+    };
+    if args.json {
+        let summary = serde_json::json!({ "exported": exported, "verify": report });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "wrote {} ({}, model id {}, {:.2} MB)",
+            exported.path.display(),
+            exported.precision,
+            exported.model_id,
+            exported.bytes as f64 / 1e6
+        );
+        if let Some(report) = &report {
+            println!(
+                "verify on {} tiles: max |Δhash| {:.2e}, code bits agree {:.3} %, labels agree {:.2} %, \
+                 mAP {:.4} (checkpoint {:.4}), OA {:.4} (checkpoint {:.4})",
+                report.tiles,
+                report.max_hash_error,
+                report.bit_agreement * 100.0,
+                report.label_agreement * 100.0,
+                report.map_model,
+                report.map_checkpoint,
+                report.oa_model,
+                report.oa_checkpoint
+            );
+        }
+    }
+    if let Some(report) = report.filter(|report| !report.passed()) {
+        anyhow::bail!(
+            "{} written but failed verification: {}",
+            exported.path.display(),
+            report.failures.join("; ")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! The mission in miniature, on real data: train a small DHCNN on `s2-brandenburg`, export it
+//! (f32 and int8) and verify the files against the checkpoint, hash the real Sentinel-2 scene on
+//! board through a lossy, intermittent simulated link, ingest the downlink on the ground and find
+//! a tile again by its image.
+//!
+//! Needs the data set that `scripts/setup.sh` builds; without it the test says so and passes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use orbhash_edge::link::{LinkTarget, Simulation};
+use orbhash_edge::run::{run, RunOptions};
+use orbhash_host::export::onnx::WeightScaling;
+use orbhash_host::export::{export, verify, Calibration, ExportOptions};
+use orbhash_host::ground::ingest::{ingest_files, IngestOptions};
+use orbhash_host::ground::search::{run_query, Method, Query, QuerySpec, SearchSpec};
+use orbhash_host::model::backbone::BackboneKind;
+use orbhash_host::torch::DeviceChoice;
+use orbhash_host::train::{train, TrainConfig};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn data_set() -> Option<(PathBuf, PathBuf)> {
+    let data = repo_root().join(".cache/data/s2-brandenburg");
+    let scene = std::fs::read_dir(data.join("scenes"))
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .find(|path| path.extension().is_some_and(|e| e == "tif"))?;
+    Some((data, scene))
+}
+
+#[test]
+fn train_export_hash_downlink_ingest_and_find_a_tile_by_its_image() {
+    let Some((data, scene)) = data_set() else {
+        println!("skipped: .cache/data/s2-brandenburg/scenes is missing (run scripts/setup.sh)");
+        return;
+    };
+    orbhash_host::torch::init_for_tests();
+    let work = tempfile::tempdir().expect("tempdir");
+
+    // 1. Train: the small CNN, 32-bit codes, on the real patches at their own 32 px.
+    let config = TrainConfig {
+        data: data.clone(),
+        backbone: BackboneKind::SmallCnn,
+        pretrained: None,
+        bits: 32,
+        input_size: 32,
+        epochs: 3,
+        batch_size: 16,
+        ..TrainConfig::default()
+    };
+    let outcome = train(&config, DeviceChoice::Cpu, work.path(), None).expect("trains");
+    assert_eq!(outcome.epochs_done, 3);
+
+    // 2. Export f32 and int8; the f32 file must meet the parity thresholds.
+    let options = |out: &str, int8: bool| ExportOptions {
+        checkpoint: outcome.checkpoint.clone(),
+        out: work.path().join(out),
+        int8,
+        data: None,
+        calibration: Calibration::MinMax,
+        calibration_tiles: 64,
+        weights: WeightScaling::PerChannel,
+    };
+    let (f32_file, f32_model) = export(&options("f32.onnx", false)).expect("exports f32");
+    let report = verify::verify(&outcome.checkpoint, &f32_model, None).expect("verifies");
+    assert!(report.passed(), "f32 parity: {:?}", report.failures);
+    assert!(report.max_hash_error <= 1e-4);
+    let (int8_file, int8_model) = export(&options("int8.onnx", true)).expect("exports int8");
+    assert!(int8_file.bytes * 3 < f32_file.bytes, "int8 weights are a quarter of f32's");
+    let report = verify::verify(&outcome.checkpoint, &int8_model, None).expect("verifies");
+    println!(
+        "int8: bits agree {:.2} %, labels agree {:.2} %, mAP {:.4} vs {:.4}",
+        report.bit_agreement * 100.0,
+        report.label_agreement * 100.0,
+        report.map_model,
+        report.map_checkpoint
+    );
+    assert!(report.bit_agreement > 0.9, "int8 code bits: {report:?}");
+
+    // 3. On board: the whole scene, through a link that is down a third of the time and loses or
+    //    damages 2 % of frames each.
+    let downlink = work.path().join("downlink.bin");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let summary = runtime
+        .block_on(run(RunOptions {
+            model: f32_file.path.clone(),
+            tiles: scene.clone(),
+            downlink: LinkTarget::File(downlink.clone()),
+            queue: work.path().join("queue"),
+            queue_max_bytes: 1 << 30,
+            batch: 8,
+            apid: 0x42,
+            label_set: 0,
+            key: None,
+            max_records_per_packet: 16,
+            simulation: Some(Simulation {
+                up: Duration::from_millis(200),
+                down: Duration::from_millis(100),
+                corrupt: 0.02,
+                drop: 0.02,
+                seed: 7,
+            }),
+            capture_time_ms: 1_487_239_261_000,
+            progress: false,
+            max_tiles: None,
+        }))
+        .expect("edge run");
+    assert_eq!(summary.tiles_failed, 0, "{:?}", summary.problems);
+    assert_eq!(summary.tiles_hashed, u64::from(summary.tiles_in_source));
+    assert_eq!(summary.frames_left_in_queue, 0);
+    assert!(summary.downlinked_bytes * 100 < summary.raw_tile_bytes);
+
+    // 4. On the ground: every intact record stored, every loss counted.
+    let archive = work.path().join("archive");
+    let reports = ingest_files(
+        &archive,
+        std::slice::from_ref(&downlink),
+        IngestOptions::default(),
+        None,
+    )
+    .expect("ingests");
+    let stored: u64 = reports.iter().map(|r| r.records_stored).sum();
+    let corrupt: u64 = reports.iter().map(|r| r.corrupt).sum();
+    let missing: u64 = reports.iter().map(|r| r.missing).sum();
+    let frames_damaged = summary.channel.corrupted + summary.channel.lost;
+    assert_eq!(corrupt + missing >= frames_damaged.min(1), true);
+    assert!(stored > 0 && stored <= summary.records_queued);
+    println!(
+        "{} tiles, {} records stored, {corrupt} corrupt and {missing} missing packets reported",
+        summary.tiles_hashed, stored
+    );
+
+    // 5. Query by image: a real patch cut from the same scene finds itself at distance 0.
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data.join("manifest.json")).expect("manifest"),
+    )
+    .expect("manifest JSON");
+    let patches = manifest["patches"].as_array().expect("patches");
+    let (codes_for, card) = {
+        let images: Vec<PathBuf> = patches
+            .iter()
+            .take(20)
+            .filter_map(|p| p["file"].as_str().map(|f| data.join(f)))
+            .collect();
+        let (card, codes) =
+            orbhash_host::ground::by_image::hash_images(&f32_file.path, &images).expect("hashes");
+        (codes, card)
+    };
+    let query = |code| Query {
+        queries: vec![QuerySpec::Code(code)],
+        model: Some(card.model_id),
+        spec: SearchSpec::top_k(1),
+        labels: vec![],
+        same_label: false,
+        scenes: vec![],
+        time_from: None,
+        time_to: None,
+        method: Method::Scan,
+        threads: 1,
+    };
+    let found = codes_for
+        .into_iter()
+        .map(|code| run_query(&archive, &query(code)).expect("query"))
+        .filter(|result| result.answers[0].matches.first().is_some_and(|m| m.distance == 0))
+        .count();
+    // Unless its packet was lost on the link, each patch's own tile is in the archive.
+    assert!(found >= 15, "only {found} of 20 patches found themselves");
+}
