@@ -9,7 +9,7 @@
 //!
 //! The backbone runs once per data set; each trained run then takes well under a second on a CPU.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -343,7 +343,7 @@ fn train_and_report(
 }
 
 /// Writes the outcome as pretty JSON.
-pub fn write_outcome(outcome: &BenchOutcome, path: &PathBuf) -> anyhow::Result<()> {
+pub fn write_outcome(outcome: &BenchOutcome, path: &Path) -> anyhow::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
@@ -354,6 +354,7 @@ pub fn write_outcome(outcome: &BenchOutcome, path: &PathBuf) -> anyhow::Result<(
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
     use std::sync::Arc;
 
     use super::*;
