@@ -7,7 +7,7 @@
 //!   features with the step `orbhash train --freeze-backbone` takes ([`Stepper`]), differing only
 //!   in their loss settings ([`Method::train_config`]).
 //!
-//! The backbone runs once per data set; each trained run then takes well under a second on a CPU.
+//! The backbone runs once per data set; each trained run then takes seconds on a CPU.
 
 use std::path::Path;
 use std::time::Instant;
