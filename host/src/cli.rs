@@ -34,6 +34,10 @@ pub enum Command {
     /// with its model card inside; `--verify` checks it with tract against the checkpoint.
     #[cfg(feature = "train")]
     Export(crate::export::cli::ExportArgs),
+    /// Benchmarks: the retrieval methods compared on one data set, and one training step's time.
+    #[cfg(feature = "train")]
+    #[command(subcommand)]
+    Bench(crate::train::cli::BenchCommand),
     /// The ground station: ingest downlinked records into the archive, search it by Hamming
     /// distance, report passes and losses. Needs no libtorch.
     Ground(crate::ground::cli::GroundArgs),
@@ -114,6 +118,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => crate::train::cli::run(*args),
         #[cfg(feature = "train")]
         Command::Eval(args) => crate::train::cli::run_eval(&args),
+        #[cfg(feature = "train")]
+        Command::Bench(command) => crate::train::cli::run_bench(command),
         Command::Weights(command) => weights(command),
         #[cfg(feature = "train")]
         Command::Export(args) => crate::export::cli::run(&args),

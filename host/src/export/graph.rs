@@ -67,6 +67,12 @@ impl Network {
     /// write, a missing or misshapen tensor, or a checkpoint without class names.
     pub fn from_checkpoint(checkpoint: &Checkpoint) -> anyhow::Result<Self> {
         let info = &checkpoint.info;
+        if info.config.without_classifier {
+            bail!(
+                "the checkpoint was trained without a classifier (DPSH): a board model needs one \
+                 for its `probs` output and the label it downlinks"
+            );
+        }
         if info.classes.is_empty() {
             bail!("the checkpoint has no class names: it cannot be exported with a model card");
         }

@@ -100,7 +100,10 @@ pub fn verify(
     let dataset = load_dataset(&config)?;
     let reference = hash_dataset(&checkpoint, Some(&config.data), Device::Cpu)?;
     let reference_hash: Vec<f32> = Vec::try_from(reference.codes.flatten(0, -1))?;
-    let reference_probs: Vec<f32> = Vec::try_from(reference.probabilities.flatten(0, -1))?;
+    let reference_probs: Vec<f32> = match &reference.probabilities {
+        Some(probabilities) => Vec::try_from(probabilities.flatten(0, -1))?,
+        None => anyhow::bail!("the checkpoint was trained without a classifier: nothing to export as `probs`"),
+    };
     let (hash, probs) = run_with_tract(&exported.bytes, &dataset)?;
     anyhow::ensure!(
         hash.len() == reference_hash.len() && probs.len() == reference_probs.len(),
@@ -139,7 +142,7 @@ pub fn verify(
     let reference_report = reference.report("checkpoint (tch)", &data_name)?;
     let exported_hashed = HashedDataset {
         codes: Tensor::from_slice(&hash).view([-1, reference.bits as i64]),
-        probabilities: Tensor::from_slice(&probs).view([-1, classes as i64]),
+        probabilities: Some(Tensor::from_slice(&probs).view([-1, classes as i64])),
         ..reference
     };
     let model_report = exported_hashed.report("exported (tract)", &data_name)?;

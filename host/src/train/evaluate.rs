@@ -6,23 +6,25 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use tch::{Device, Kind, Tensor};
 
+use crate::data::folder::Dataset;
 use crate::data::SplitName;
 use crate::eval::{evaluate, CodeSet, EvalOptions, EvalReport};
 use crate::torch::{select_device, DeviceChoice};
 
 use super::checkpoint::Checkpoint;
-use super::network::Dhcnn;
+use super::network::{Dhcnn, Head};
 use super::trainer::{backbone_features, load_dataset};
 
-/// Hash-layer outputs and class probabilities of every sample of the checkpoint's data set.
+/// Hash-layer outputs and class probabilities of every sample of a data set.
 pub struct HashedDataset {
     pub classes: Vec<String>,
     pub labels: Vec<usize>,
     pub splits: Vec<SplitName>,
     /// `[samples, bits]`, pre-sign.
     pub codes: Tensor,
-    /// `[samples, classes]`.
-    pub probabilities: Tensor,
+    /// `[samples, classes]`; `None` for a head trained without its classifier (DPSH), whose
+    /// untrained classifier would report chance as if it were a result.
+    pub probabilities: Option<Tensor>,
     pub bits: usize,
 }
 
@@ -56,45 +58,64 @@ pub fn hash_dataset(
     );
     let model = restore_network(checkpoint, device)?;
     let features = backbone_features(&model, &dataset, 64, device);
-    let (codes, probabilities) = tch::no_grad(|| {
-        let codes = model.head.hash(&features);
-        let probabilities = model.head.classify(&codes).softmax(-1, Kind::Float);
-        (codes, probabilities)
-    });
-    Ok(HashedDataset {
-        classes: dataset.classes.clone(),
-        labels: dataset.samples.iter().map(|s| s.label).collect(),
-        splits: dataset.samples.iter().map(|s| s.split).collect(),
-        codes: codes.to_device(Device::Cpu),
-        probabilities: probabilities.to_device(Device::Cpu),
-        bits: config.bits as usize,
-    })
+    Ok(HashedDataset::from_features(
+        &model.head,
+        &features,
+        &dataset,
+        !config.without_classifier,
+    ))
 }
 
 impl HashedDataset {
+    /// Runs a head over backbone features (`[samples, D]`, in `dataset`'s sample order).
+    pub fn from_features(
+        head: &Head,
+        features: &Tensor,
+        dataset: &Dataset,
+        with_classifier: bool,
+    ) -> Self {
+        let (codes, probabilities) = tch::no_grad(|| {
+            let codes = head.hash(features);
+            let probabilities = with_classifier.then(|| {
+                head.classify(&codes)
+                    .softmax(-1, Kind::Float)
+                    .to_device(Device::Cpu)
+            });
+            (codes, probabilities)
+        });
+        let bits = codes.size()[1] as usize;
+        Self {
+            classes: dataset.classes.clone(),
+            labels: dataset.samples.iter().map(|s| s.label).collect(),
+            splits: dataset.samples.iter().map(|s| s.split).collect(),
+            codes: codes.to_device(Device::Cpu),
+            probabilities,
+            bits,
+        }
+    }
+
     fn side(&self, split: SplitName) -> Vec<usize> {
         (0..self.labels.len())
             .filter(|&i| self.splits[i] == split)
             .collect()
     }
 
-    fn rows(tensor: &Tensor, indices: &[usize]) -> anyhow::Result<Vec<f32>> {
-        let index: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
-        let selected = tensor
-            .index_select(0, &Tensor::from_slice(&index))
-            .contiguous();
-        Ok(Vec::try_from(selected.flatten(0, -1))?)
-    }
-
     /// Retrieval and classification metrics: queries against the database.
     pub fn report(&self, method: &str, dataset: &str) -> anyhow::Result<EvalReport> {
         let database = self.side(SplitName::Database);
         let queries = self.side(SplitName::Query);
-        let database_codes = CodeSet::from_signs(&Self::rows(&self.codes, &database)?, self.bits)?;
-        let query_codes = CodeSet::from_signs(&Self::rows(&self.codes, &queries)?, self.bits)?;
+        let database_codes = CodeSet::from_signs(&tensor_rows(&self.codes, &database)?, self.bits)?;
+        let query_codes = CodeSet::from_signs(&tensor_rows(&self.codes, &queries)?, self.bits)?;
         let classes = self.classes.len();
-        let probabilities = Self::rows(&self.probabilities, &queries)?;
-        let scores: Vec<Vec<f32>> = probabilities.chunks(classes).map(<[f32]>::to_vec).collect();
+        let scores = match &self.probabilities {
+            Some(probabilities) => Some(
+                tensor_rows(probabilities, &queries)?
+                    .chunks(classes)
+                    .map(<[f32]>::to_vec)
+                    .collect::<Vec<_>>(),
+            ),
+            None => None,
+        };
         let mut options = EvalOptions::new(method, dataset);
         options.classes = Some(classes);
         let labels =
@@ -104,10 +125,19 @@ impl HashedDataset {
             &labels(&database),
             &query_codes,
             &labels(&queries),
-            Some(&scores),
+            scores.as_deref(),
             &options,
         )?)
     }
+}
+
+/// Rows `indices` of a CPU tensor, flattened row-major.
+pub fn tensor_rows(tensor: &Tensor, indices: &[usize]) -> anyhow::Result<Vec<f32>> {
+    let index: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+    let selected = tensor
+        .index_select(0, &Tensor::from_slice(&index))
+        .contiguous();
+    Ok(Vec::try_from(selected.flatten(0, -1))?)
 }
 
 /// Evaluates a checkpoint and writes `report.json` and the plots into `out`.

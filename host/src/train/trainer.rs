@@ -27,8 +27,9 @@ use crate::model::backbone::{load_pretrained, BackboneKind};
 use crate::torch::{select_device, DeviceChoice};
 
 use super::checkpoint::{self, Checkpoint, CheckpointInfo};
+use super::loss::LossTerms;
 use super::loss::{dhcnn_loss, LossConfig};
-use super::network::{Dhcnn, SUPPORTED_BITS};
+use super::network::{Dhcnn, Head, SUPPORTED_BITS};
 use super::schedule::Schedule;
 
 /// Everything that defines a training run; stored in every checkpoint.
@@ -81,7 +82,7 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    fn validate(&self) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
         if !SUPPORTED_BITS.contains(&self.bits) {
             bail!(
                 "unsupported code length {} (supported: {SUPPORTED_BITS:?})",
@@ -209,12 +210,114 @@ pub fn backbone_features(model: &Dhcnn, dataset: &Dataset, batch: usize, device:
     Tensor::cat(&chunks, 0)
 }
 
-fn labels_tensor(dataset: &Dataset, indices: &[usize], device: Device) -> Tensor {
-    let labels: Vec<i64> = indices
-        .iter()
-        .map(|&i| dataset.samples[i].label as i64)
-        .collect();
-    Tensor::from_slice(&labels).to_device(device)
+/// Rows `indices` of a per-sample tensor (cached features), on `device`.
+pub fn select_rows(tensor: &Tensor, indices: &[usize], device: Device) -> Tensor {
+    let rows: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+    tensor.index_select(0, &Tensor::from_slice(&rows).to_device(device))
+}
+
+/// One SGD step at a time of DHCNN's loss against the memory bank: the core that `orbhash train`,
+/// `orbhash bench retrieval` and `orbhash bench train-step` share, so the benchmarks measure the
+/// step that training takes.
+pub struct Stepper {
+    loss: LossConfig,
+    without_classifier: bool,
+    head_optimizer: nn::Optimizer,
+    /// `None` while the backbone is frozen.
+    backbone_optimizer: Option<nn::Optimizer>,
+    /// Latest hash-layer output of every database sample, one row each.
+    pub bank: Tensor,
+    bank_labels: Tensor,
+    /// Row of each sample in the bank (`usize::MAX` for queries).
+    bank_row: Vec<usize>,
+    /// Label of each sample.
+    labels: Vec<i64>,
+    device: Device,
+}
+
+impl Stepper {
+    /// `labels` has one entry per sample; `database` lists the samples the bank holds, in bank
+    /// row order; `bank` is their starting codes (zeros for a new run).
+    pub fn new(
+        config: &TrainConfig,
+        head_store: &nn::VarStore,
+        backbone_store: Option<&nn::VarStore>,
+        labels: &[usize],
+        database: &[usize],
+        bank: Tensor,
+        device: Device,
+    ) -> anyhow::Result<Self> {
+        let sgd = nn::Sgd {
+            momentum: config.momentum,
+            wd: config.weight_decay,
+            ..Default::default()
+        };
+        let rate = config.schedule.rate(0, config.epochs);
+        let head_optimizer = sgd.build(head_store, rate)?;
+        let backbone_optimizer = backbone_store
+            .map(|store| sgd.build(store, rate))
+            .transpose()?;
+        let mut bank_row = vec![usize::MAX; labels.len()];
+        for (row, &sample) in database.iter().enumerate() {
+            bank_row[sample] = row;
+        }
+        let labels: Vec<i64> = labels.iter().map(|&label| label as i64).collect();
+        let bank_labels =
+            Tensor::from_slice(&database.iter().map(|&i| labels[i]).collect::<Vec<_>>())
+                .to_device(device);
+        Ok(Self {
+            loss: config.loss,
+            without_classifier: config.without_classifier,
+            head_optimizer,
+            backbone_optimizer,
+            bank,
+            bank_labels,
+            bank_row,
+            labels,
+            device,
+        })
+    }
+
+    pub fn set_lr(&mut self, rate: f64) {
+        self.head_optimizer.set_lr(rate);
+        if let Some(optimizer) = self.backbone_optimizer.as_mut() {
+            optimizer.set_lr(rate);
+        }
+    }
+
+    /// One step on the database samples `indices`, whose backbone features are `features` (with
+    /// gradients when the backbone trains). Refreshes their bank rows with the new codes.
+    pub fn step(&mut self, head: &Head, features: &Tensor, indices: &[usize]) -> LossTerms {
+        let labels: Vec<i64> = indices.iter().map(|&i| self.labels[i]).collect();
+        let labels = Tensor::from_slice(&labels).to_device(self.device);
+        let codes = head.hash(features);
+        let classify = |codes: &Tensor| head.classify(codes);
+        let classifier: Option<&dyn Fn(&Tensor) -> Tensor> =
+            (!self.without_classifier).then_some(&classify);
+        let terms = dhcnn_loss(
+            &codes,
+            &labels,
+            &self.bank,
+            &self.bank_labels,
+            &self.loss,
+            classifier,
+        );
+        self.head_optimizer.zero_grad();
+        if let Some(optimizer) = self.backbone_optimizer.as_mut() {
+            optimizer.zero_grad();
+        }
+        terms.total.backward();
+        self.head_optimizer.step();
+        if let Some(optimizer) = self.backbone_optimizer.as_mut() {
+            optimizer.step();
+        }
+        let rows: Vec<i64> = indices.iter().map(|&i| self.bank_row[i] as i64).collect();
+        let rows = Tensor::from_slice(&rows).to_device(self.device);
+        tch::no_grad(|| {
+            let _ = self.bank.index_copy_(0, &rows, &codes.detach());
+        });
+        terms
+    }
 }
 
 /// Trains DHCNN and writes its checkpoint (and a JSONL metrics log) into `out_dir`.
@@ -258,35 +361,19 @@ pub fn train(
     if config.freeze_backbone {
         model.backbone_store.freeze();
     }
-    // Row of each database sample in the memory bank.
-    let mut bank_row = vec![usize::MAX; dataset.samples.len()];
-    for (row, &sample) in database.iter().enumerate() {
-        bank_row[sample] = row;
-    }
-    let bank_labels = labels_tensor(&dataset, &database, device);
     let features = config
         .freeze_backbone
         .then(|| backbone_features(&model, &dataset, config.batch_size.max(32), device));
-
-    let mut head_optimizer = nn::Sgd {
-        momentum: config.momentum,
-        wd: config.weight_decay,
-        ..Default::default()
-    }
-    .build(&model.head_store, config.schedule.rate(0, config.epochs))?;
-    let mut backbone_optimizer = (!config.freeze_backbone)
-        .then(|| {
-            nn::Sgd {
-                momentum: config.momentum,
-                wd: config.weight_decay,
-                ..Default::default()
-            }
-            .build(
-                &model.backbone_store,
-                config.schedule.rate(0, config.epochs),
-            )
-        })
-        .transpose()?;
+    let labels: Vec<usize> = dataset.samples.iter().map(|s| s.label).collect();
+    let mut stepper = Stepper::new(
+        config,
+        &model.head_store,
+        (!config.freeze_backbone).then_some(&model.backbone_store),
+        &labels,
+        &database,
+        bank,
+        device,
+    )?;
 
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
@@ -327,10 +414,7 @@ pub fn train(
     let mut last_save = Instant::now();
     for epoch in start_epoch..config.epochs {
         let learning_rate = config.schedule.rate(epoch, config.epochs);
-        head_optimizer.set_lr(learning_rate);
-        if let Some(optimizer) = backbone_optimizer.as_mut() {
-            optimizer.set_lr(learning_rate);
-        }
+        stepper.set_lr(learning_rate);
         let progress = ProgressBar::new(steps_per_epoch as u64);
         progress.set_style(
             ProgressStyle::with_template("epoch {prefix:>4} [{bar:30}] {pos}/{len} {msg}")
@@ -343,43 +427,14 @@ pub fn train(
         let order = dataset.epoch_order(SplitName::Database, config.seed, epoch as u64);
         for (step, indices) in order.chunks(config.batch_size).enumerate() {
             let step_start = Instant::now();
-            let labels = labels_tensor(&dataset, indices, device);
-            let codes = match &features {
-                Some(features) => {
-                    let rows: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
-                    let rows = Tensor::from_slice(&rows).to_device(device);
-                    model.head.hash(&features.index_select(0, &rows))
-                }
+            let batch_features = match &features {
+                Some(features) => select_rows(features, indices, device),
                 None => {
                     let images = image_batch(&dataset, indices, config.augment, &mut rng, device);
-                    model.head.hash(&model.backbone.features_t(&images, true))
+                    model.backbone.features_t(&images, true)
                 }
             };
-            let classify = |codes: &Tensor| model.head.classify(codes);
-            let classifier: Option<&dyn Fn(&Tensor) -> Tensor> =
-                (!config.without_classifier).then_some(&classify);
-            let terms = dhcnn_loss(
-                &codes,
-                &labels,
-                &bank,
-                &bank_labels,
-                &config.loss,
-                classifier,
-            );
-            head_optimizer.zero_grad();
-            if let Some(optimizer) = backbone_optimizer.as_mut() {
-                optimizer.zero_grad();
-            }
-            terms.total.backward();
-            head_optimizer.step();
-            if let Some(optimizer) = backbone_optimizer.as_mut() {
-                optimizer.step();
-            }
-            let rows: Vec<i64> = indices.iter().map(|&i| bank_row[i] as i64).collect();
-            let rows = Tensor::from_slice(&rows).to_device(device);
-            tch::no_grad(|| {
-                let _ = bank.index_copy_(0, &rows, &codes.detach());
-            });
+            let terms = stepper.step(&model.head, &batch_features, indices);
             let loss = terms.total.double_value(&[]);
             if !loss.is_finite() {
                 progress.abandon();
@@ -434,13 +489,13 @@ pub fn train(
         let last = epochs_done == config.epochs;
         if last || last_save.elapsed() >= CHECKPOINT_INTERVAL {
             last_save = Instant::now();
-            save(epochs_done, &model, &bank)?;
+            save(epochs_done, &model, &stepper.bank)?;
         }
     }
     if stopped {
         // The weights moved during the partial epoch; record them with the count of complete
         // epochs so a resume repeats the interrupted one.
-        save(epochs_done, &model, &bank)?;
+        save(epochs_done, &model, &stepper.bank)?;
     }
     Ok(TrainOutcome {
         checkpoint: checkpoint_path,
