@@ -4,11 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
 use crate::bench::{bench, table, BenchOptions};
 use crate::link::{LinkTarget, Simulation};
 use crate::run::{run as run_pipeline, RunOptions};
 use crate::{Hasher, OnnxModel};
+use clap::{Parser, Subcommand};
 use orbhash_shared::card::ModelCard;
 use orbhash_shared::MacKey;
 

@@ -57,11 +57,10 @@ impl Hasher {
 
     pub fn from_bytes(bytes: &[u8], batch: usize, origin: &str) -> Result<Self, HasherError> {
         let model = OnnxModel::from_bytes(bytes, batch, origin)?;
-        let card =
-            ModelCard::from_props(model.metadata()).map_err(|source| HasherError::Card {
-                origin: origin.to_string(),
-                source,
-            })?;
+        let card = ModelCard::from_props(model.metadata()).map_err(|source| HasherError::Card {
+            origin: origin.to_string(),
+            source,
+        })?;
         let inconsistent = |reason: String| HasherError::Inconsistent {
             origin: origin.to_string(),
             reason,
@@ -98,10 +97,7 @@ impl Hasher {
         // One run on a blank batch proves the output widths before any real tile is spent.
         let blank = vec![vec![0.0; hasher.card.input.len()]];
         let (hash, probs) = hasher.run(&blank)?;
-        let (bits, classes) = (
-            usize::from(hasher.card.bits),
-            hasher.card.classes.len(),
-        );
+        let (bits, classes) = (usize::from(hasher.card.bits), hasher.card.classes.len());
         if hash.len() != bits || probs.len() != classes {
             return Err(inconsistent(format!(
                 "outputs of width {} and {}; the card has {bits} bits and {classes} classes",

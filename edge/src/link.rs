@@ -206,7 +206,11 @@ mod tests {
             link.send(&[1, 2, 3, 4, 0]).expect("sends");
         }
         assert!((50..150).contains(&link.channel.lost), "{:?}", link.channel);
-        assert!((50..150).contains(&link.channel.corrupted), "{:?}", link.channel);
+        assert!(
+            (50..150).contains(&link.channel.corrupted),
+            "{:?}",
+            link.channel
+        );
         let written = std::fs::read(&path).expect("reads");
         assert_eq!(written.len() as u64, 1 + 5 * (1000 - link.channel.lost));
         assert_eq!(

@@ -146,10 +146,13 @@ impl Queue {
 
         let epoch_path = dir.join("epoch");
         let last_epoch = match std::fs::read_to_string(&epoch_path) {
-            Ok(text) => text.trim().parse::<u32>().map_err(|_| QueueError::Corrupt {
-                path: epoch_path.clone(),
-                reason: format!("{text:?} is not an epoch number"),
-            })?,
+            Ok(text) => text
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| QueueError::Corrupt {
+                    path: epoch_path.clone(),
+                    reason: format!("{text:?} is not an epoch number"),
+                })?,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
             Err(error) => return Err(io_error(&epoch_path)(error)),
         };
@@ -228,8 +231,8 @@ impl Queue {
             .map(|&(_, len)| ENTRY_HEADER + u64::from(len))
             .sum();
         recovery.pending_frames = segments.iter().map(|s| s.entries.len()).sum();
-        recovery.next_sequence_count = last_sequence_count
-            .map_or(0, |n| ((u32::from(n) + 1) % SEQUENCE_MODULUS) as u16);
+        recovery.next_sequence_count =
+            last_sequence_count.map_or(0, |n| ((u32::from(n) + 1) % SEQUENCE_MODULUS) as u16);
         let queue = Self {
             dir: dir.to_path_buf(),
             max_bytes,
@@ -471,7 +474,10 @@ mod tests {
         drop(queue);
         // A crash mid-append leaves half an entry behind.
         let segment = segment_path(dir.path(), 1);
-        let mut file = OpenOptions::new().append(true).open(&segment).expect("opens");
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&segment)
+            .expect("opens");
         file.write_all(&[9, 0, 0, 0, 1, 2]).expect("writes");
         drop(file);
 

@@ -170,8 +170,10 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
                 if pending.is_empty() {
                     continue;
                 }
-                let inputs: Vec<Vec<f32>> =
-                    pending.iter_mut().map(|(_, input)| std::mem::take(input)).collect();
+                let inputs: Vec<Vec<f32>> = pending
+                    .iter_mut()
+                    .map(|(_, input)| std::mem::take(input))
+                    .collect();
                 let timer = Instant::now();
                 let hashed = hasher.hash(&inputs)?;
                 counters
@@ -282,15 +284,17 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
                     continue;
                 }
                 let frame = {
-                    let queue = queue.lock().map_err(|_| "queue lock poisoned".to_string())?;
+                    let queue = queue
+                        .lock()
+                        .map_err(|_| "queue lock poisoned".to_string())?;
                     queue.peek().map_err(|e| e.to_string())?
                 };
                 let Some(frame) = frame else {
                     if !producing.load(Ordering::SeqCst) {
                         break;
                     }
-                    let _ = tokio::time::timeout(Duration::from_millis(200), queued.notified())
-                        .await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(200), queued.notified()).await;
                     continue;
                 };
                 match link.send(&frame) {
@@ -306,7 +310,9 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
                         failures += 1;
                         if failures >= 5 && !producing.load(Ordering::SeqCst) {
                             // The frames stay queued for the next contact or the next run.
-                            eprintln!("orbhash-edge: link unavailable ({error}); frames stay queued");
+                            eprintln!(
+                                "orbhash-edge: link unavailable ({error}); frames stay queued"
+                            );
                             break;
                         }
                         tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
@@ -346,10 +352,7 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
     reader.await.map_err(stage)?;
     let inference_result = inference.await.map_err(stage)?;
     let packetiser_result = packetiser.await.map_err(stage)?;
-    let channel = sender
-        .await
-        .map_err(stage)?
-        .map_err(RunError::Stage)?;
+    let channel = sender.await.map_err(stage)?.map_err(RunError::Stage)?;
     if let Some(ticker) = ticker {
         ticker.abort();
     }

@@ -73,9 +73,9 @@ impl TileSource {
                 .map_err(|e| unusable(e.to_string()))?
                 .filter_map(|entry| entry.ok().map(|entry| entry.path()))
                 .filter(|file| {
-                    file.extension()
-                        .and_then(|e| e.to_str())
-                        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+                    file.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                        IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+                    })
                 })
                 .collect();
             files.sort();

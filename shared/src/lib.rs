@@ -43,7 +43,7 @@ pub use packet::{
     PacketHeader, PacketView, Records,
 };
 pub use record::{
-    confidence_probability, quantise_confidence, scene_id_of, MapCoordinates, ModelId, Record, TileGrid,
-    TilePosition,
+    confidence_probability, quantise_confidence, scene_id_of, MapCoordinates, ModelId, Record,
+    TileGrid, TilePosition,
 };
 pub use writer::{encode_frame, PacketWriter, WriteError, WriterConfig, MAX_FRAME_LEN};

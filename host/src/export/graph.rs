@@ -41,9 +41,15 @@ pub struct Linear {
 /// value 0 and step `i` makes value `i + 1`.
 #[derive(Debug, Clone)]
 pub enum Step {
-    Conv { input: usize, conv: Conv },
+    Conv {
+        input: usize,
+        conv: Conv,
+    },
     /// Residual connection.
-    Add { a: usize, b: usize },
+    Add {
+        a: usize,
+        b: usize,
+    },
 }
 
 /// The whole exported network: backbone steps, global average pooling of the last value, the hash
@@ -212,27 +218,22 @@ impl Builder<'_> {
 
     fn efficientnet(&mut self, channels: usize) -> anyhow::Result<usize> {
         let config = EfficientNetConfig::default();
-        let common = |conv: &str,
-                      bn: &str,
-                      input,
-                      inputs,
-                      outputs,
-                      kernel,
-                      stride,
-                      groups,
-                      relu6| ConvSpec {
-            conv: conv.to_string(),
-            bn: bn.to_string(),
-            input,
-            inputs,
-            outputs,
-            kernel,
-            stride,
-            groups,
-            padding: config.padding,
-            epsilon: config.batch_norm_epsilon,
-            relu6,
-        };
+        let common =
+            |conv: &str, bn: &str, input, inputs, outputs, kernel, stride, groups, relu6| {
+                ConvSpec {
+                    conv: conv.to_string(),
+                    bn: bn.to_string(),
+                    input,
+                    inputs,
+                    outputs,
+                    kernel,
+                    stride,
+                    groups,
+                    padding: config.padding,
+                    epsilon: config.batch_norm_epsilon,
+                    relu6,
+                }
+            };
         let stem = effnet::STEM_CHANNELS as usize;
         let mut value = self.conv_bn(common(
             "backbone._conv_stem",

@@ -157,18 +157,17 @@ impl GraphWriter {
     }
 
     fn weight_dims(conv: &Conv) -> [usize; 4] {
-        [conv.out_channels, conv.in_per_group, conv.kernel, conv.kernel]
+        [
+            conv.out_channels,
+            conv.in_per_group,
+            conv.kernel,
+            conv.kernel,
+        ]
     }
 
     /// `features` (f32, `[N, C, H, W]`) → pooled → hash → probs, in f32.
     fn head(&mut self, network: &Network, features: &str) {
-        self.node(
-            "GlobalAveragePool",
-            "pool",
-            &[features],
-            "pooled4d",
-            vec![],
-        );
+        self.node("GlobalAveragePool", "pool", &[features], "pooled4d", vec![]);
         self.node(
             "Flatten",
             "flatten",
@@ -214,8 +213,8 @@ impl GraphWriter {
 
     fn finish(self, network: &Network, graph_name: &str) -> pb::GraphProto {
         use pb::tensor_shape_proto::dimension::Value::{DimParam, DimValue};
-        let value = |name: &str, dims: Vec<pb::tensor_shape_proto::dimension::Value>| {
-            pb::ValueInfoProto {
+        let value =
+            |name: &str, dims: Vec<pb::tensor_shape_proto::dimension::Value>| pb::ValueInfoProto {
                 name: name.to_string(),
                 r#type: Some(pb::TypeProto {
                     denotation: String::new(),
@@ -233,8 +232,7 @@ impl GraphWriter {
                     })),
                 }),
                 doc_string: String::new(),
-            }
-        };
+            };
         let batch = || DimParam("batch".to_string());
         let size = network.size as i64;
         pb::GraphProto {
@@ -364,10 +362,16 @@ pub fn int8_graph(
                     WeightScaling::PerChannel => (vec![conv.out_channels], vec![0; w_scales.len()]),
                     WeightScaling::PerTensor => (vec![], vec![0]),
                 };
-                let w_scale =
-                    writer.f32s(&format!("{}.weight_scale", conv.name), &scale_dims, &w_scales);
-                let w_zero =
-                    writer.i8s(&format!("{}.weight_zero_point", conv.name), &scale_dims, &zero_points);
+                let w_scale = writer.f32s(
+                    &format!("{}.weight_scale", conv.name),
+                    &scale_dims,
+                    &w_scales,
+                );
+                let w_zero = writer.i8s(
+                    &format!("{}.weight_zero_point", conv.name),
+                    &scale_dims,
+                    &zero_points,
+                );
                 let x_scale = params[*input].scale;
                 let bias: Vec<i32> = conv
                     .bias
@@ -377,10 +381,15 @@ pub fn int8_graph(
                         let w_scale = w_scales[if w_scales.len() == 1 { 0 } else { o }];
                         (f64::from(*b) / (f64::from(x_scale) * f64::from(w_scale)))
                             .round()
-                            .clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32
+                            .clamp(f64::from(i32::MIN), f64::from(i32::MAX))
+                            as i32
                     })
                     .collect();
-                let bias = writer.i32s(&format!("{}.bias_q", conv.name), &[conv.out_channels], &bias);
+                let bias = writer.i32s(
+                    &format!("{}.bias_q", conv.name),
+                    &[conv.out_channels],
+                    &bias,
+                );
                 writer.node(
                     "QLinearConv",
                     &q(n),
@@ -414,7 +423,13 @@ pub fn int8_graph(
                     dequantised.push(name);
                 }
                 let sum = format!("add{n}");
-                writer.node("Add", &sum, &[&dequantised[0], &dequantised[1]], &sum, vec![]);
+                writer.node(
+                    "Add",
+                    &sum,
+                    &[&dequantised[0], &dequantised[1]],
+                    &sum,
+                    vec![],
+                );
                 writer.node(
                     "QuantizeLinear",
                     &q(n),

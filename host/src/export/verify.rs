@@ -102,7 +102,9 @@ pub fn verify(
     let reference_hash: Vec<f32> = Vec::try_from(reference.codes.flatten(0, -1))?;
     let reference_probs: Vec<f32> = match &reference.probabilities {
         Some(probabilities) => Vec::try_from(probabilities.flatten(0, -1))?,
-        None => anyhow::bail!("the checkpoint was trained without a classifier: nothing to export as `probs`"),
+        None => anyhow::bail!(
+            "the checkpoint was trained without a classifier: nothing to export as `probs`"
+        ),
     };
     let (hash, probs) = run_with_tract(&exported.bytes, &dataset)?;
     anyhow::ensure!(
@@ -146,10 +148,7 @@ pub fn verify(
         ..reference
     };
     let model_report = exported_hashed.report("exported (tract)", &data_name)?;
-    let (map_checkpoint, map_model) = (
-        reference_report.retrieval.map,
-        model_report.retrieval.map,
-    );
+    let (map_checkpoint, map_model) = (reference_report.retrieval.map, model_report.retrieval.map);
     let accuracy = |report: &crate::eval::EvalReport| {
         report
             .classification

@@ -16,9 +16,9 @@ pub fn hash_images(onnx: &Path, images: &[PathBuf]) -> Result<(ModelCard, Vec<Co
     let mut inputs = Vec::with_capacity(images.len());
     for image in images {
         let raw = read_image(image).map_err(|error| GroundError::Search(error.to_string()))?;
-        let input = hasher.preprocess(&raw).map_err(|error| {
-            GroundError::Search(format!("{}: {error}", image.display()))
-        })?;
+        let input = hasher
+            .preprocess(&raw)
+            .map_err(|error| GroundError::Search(format!("{}: {error}", image.display())))?;
         inputs.push(input);
     }
     let hashed = hasher

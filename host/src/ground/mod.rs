@@ -9,8 +9,8 @@
 //! (tract) to hash the image with the same model; [`search::QuerySpec`] is where it will plug in.
 
 pub mod archive;
-pub mod by_image;
 pub mod bench;
+pub mod by_image;
 pub mod cli;
 pub mod ingest;
 pub mod kernel;
