@@ -1,36 +1,85 @@
 #!/usr/bin/env bash
-# The README's main-job command: set-up when missing, then the mission as far as it is built, on
-# the small real default (s2-brandenburg: Sentinel-2 patches labelled from OpenStreetMap).
-#   1. build both programs;
-#   2. train DHCNN (64 bits) on the frozen, ImageNet-pretrained EfficientNet-Lite0 and evaluate it
-#      (mAP, OA, plots);
-#   3. exercise the ground station's search on a million synthetic codes.
-# Export, on-board hashing and the downlink join as their issues land.
+# The README's main-job command: the whole mission on the small real default (s2-brandenburg:
+# Sentinel-2 patches labelled from OpenStreetMap), set-up included when missing.
+#   1. set-up (libtorch, data sets, pretrained weights) and a release build of both programs;
+#   2. train DHCNN (64 bits; frozen ImageNet-pretrained EfficientNet-Lite0 on a CPU, the whole
+#      network on a GPU), evaluate it (mAP, OA, plots), export it to ONNX (f32 and int8), verified;
+#   3. on board: hash the whole Sentinel-2 scene cut into tiles and downlink the records to a file
+#      through a simulated intermittent link (contact windows, lost and damaged frames, seeded);
+#   4. on the ground: ingest that file, then search by a tile's image, by a label, by a hex code;
+#   5. a final report.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 started=$(date +%s)
 bash scripts/setup.sh
 step() { printf '\n== %s ==\n' "$*"; }
+out=runs/main-job
+data=.cache/data/s2-brandenburg
+scenes=("$data"/scenes/*.tif)
+scene=${scenes[0]}
 
 step "build (release)"
 cargo build --release -p orbhash-host -p orbhash-edge
 orbhash() { scripts/with-libtorch target/release/orbhash "$@"; }
+edge() { target/release/orbhash-edge "$@"; }
 orbhash info
-target/release/orbhash-edge --version
+build_done=$(date +%s)
 
-step "data: s2-brandenburg"
-orbhash data show .cache/data/s2-brandenburg
-
-step "train and evaluate DHCNN (frozen backbone, CPU-sized)"
+step "train and evaluate DHCNN"
+rm -rf "$out" && mkdir -p "$out"
 # The paper's learning rate (1e-2 decaying to 1e-5 without momentum) is for fine-tuning the whole
-# network; a linear head on frozen features needs a larger rate and a lighter quantisation weight.
-orbhash train --freeze-backbone --out runs/main-job --epochs 30 \
-  --lr 0.01 --lr-end 1e-4 --momentum 0.9 --beta 1
+# network; a linear head on frozen features needs momentum and a lighter quantisation weight.
+if orbhash info 2>/dev/null | grep -q "cuda available: true"; then
+  echo "CUDA present: fine-tuning the whole network"
+  orbhash train --out "$out" --epochs 30 --lr 0.01 --lr-end 1e-4 --momentum 0.9 --beta 1
+else
+  orbhash train --freeze-backbone --out "$out" --epochs 30 --lr 0.01 --lr-end 1e-4 --momentum 0.9 --beta 1
+fi
 
-step "ground station: exact Hamming search over 1 M codes"
-orbhash ground bench --codes 1000000 --queries 100 --threads 1 --out runs/main-job/ground-bench
+step "export to ONNX for the board (f32 and int8), verified against the checkpoint"
+orbhash export "$out/checkpoint.safetensors" --out "$out/dhcnn64-f32.onnx" --verify
+# int8 is reported, not required to pass here: see models/README.md for its figures.
+orbhash export "$out/checkpoint.safetensors" --out "$out/dhcnn64-int8.onnx" --int8 --verify \
+  || echo "(int8 parity below the f32 thresholds: figures above)"
+edge inspect "$out/dhcnn64-f32.onnx" | grep -E "^card|^input"
 
-step "done"
-echo "report and plots: runs/main-job/ (report.json, pr_curve.png, precision_at_k.png, training_loss.png)"
-echo "wall time, compilation included: $(( $(date +%s) - started )) s"
+step "on board: hash the whole scene, downlink through an intermittent, lossy link"
+# The f32 model on this x86-64 host: tract runs int8 as integer kernels on the ARM board, but its
+# x86-64 int8 path is slower than f32 (see docs/results.md).
+rm -rf "$out/edge-queue" "$out/downlink.bin"
+edge run --model "$out/dhcnn64-f32.onnx" --tiles "$scene" --downlink "file:$out/downlink.bin" \
+  --queue "$out/edge-queue" --batch 8 --link-up 1500ms --link-down 500ms \
+  --corrupt 0.02 --drop 0.02 --seed 7 --json > "$out/edge-run.json"
+grep -E '"(tiles_hashed|tiles_per_second|ms_per_tile|records_queued|downlinked_bytes|raw_tile_bytes|corrupted|lost)"' "$out/edge-run.json"
+
+step "on the ground: ingest the downlink"
+rm -rf "$out/archive"
+orbhash ground ingest --archive "$out/archive" "$out/downlink.bin"
+orbhash ground model-card --archive "$out/archive" \
+  "$(edge inspect "$out/dhcnn64-f32.onnx" | sed -n 's/^graph id: //p')" "$out/dhcnn64-f32.onnx"
+
+forest=("$data"/forest/*.tif)
+query_tile=${forest[0]}
+step "query 1: tiles like this one (by image: $query_tile)"
+orbhash ground query --archive "$out/archive" --onnx "$out/dhcnn64-f32.onnx" --image "$query_tile" -k 5
+step "query 2: forest tiles like it (by image, label filter)"
+orbhash ground query --archive "$out/archive" --onnx "$out/dhcnn64-f32.onnx" --image "$query_tile" \
+  --label forest -k 5
+step "query 3: by hex code, within Hamming radius 8"
+code=$(orbhash ground query --archive "$out/archive" --onnx "$out/dhcnn64-f32.onnx" \
+  --image "$query_tile" -k 1 --json | sed -n 's/.*"code": "\([0-9a-f]*\)".*/\1/p;T;q')
+orbhash ground query --archive "$out/archive" --code "$code" --radius 8 -k 5
+
+step "report"
+value() { sed -n "s/.*\"$1\": \\([0-9.e+-]*\\).*/\\1/p;T;q" "$2"; }
+raw=$(value raw_tile_bytes "$out/edge-run.json")
+sent=$(value downlinked_bytes "$out/edge-run.json")
+echo "retrieval mAP:          $(value map "$out/report.json")"
+echo "classification OA:      $(value overall_accuracy "$out/report.json")"
+echo "tiles hashed on board:  $(value tiles_hashed "$out/edge-run.json") at $(value tiles_per_second "$out/edge-run.json") tiles/s"
+echo "downlinked:             $sent B for $raw B of raw tiles (ratio $(( raw / (sent > 0 ? sent : 1) )):1)"
+echo "link damage:            $(value lost "$out/edge-run.json") frames lost, $(value corrupted "$out/edge-run.json") damaged (see the ingest report above for what the ground recovered)"
+echo "plots and reports:      $out/ (report.json, pr_curve.png, precision_at_k.png, training_loss.png)"
+echo "models:                 $out/dhcnn64-f32.onnx, $out/dhcnn64-int8.onnx"
+echo "wall time: $(( $(date +%s) - started )) s in all, $(( $(date +%s) - build_done )) s after set-up and build"

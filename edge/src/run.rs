@@ -112,11 +112,12 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
     let (queue, recovery) = Queue::open(&options.queue, options.queue_max_bytes)?;
     let queue = Arc::new(Mutex::new(queue));
     let scene_id = source.scene_id();
-    let todo: Vec<u32> = (0..source.len())
+    let mut todo: Vec<u32> = (0..source.len())
         .filter(|&tile| !recovery.done.contains(&(scene_id, tile)))
-        .take(options.max_tiles.map_or(usize::MAX, |n| n as usize))
         .collect();
     let already_done = source.len() - todo.len() as u32;
+    todo.truncate(options.max_tiles.map_or(usize::MAX, |n| n as usize));
+    let tiles_to_hash = todo.len();
     let counters = Arc::new(Counters::default());
     let problems = Arc::new(Mutex::new(Vec::new()));
     let producing = Arc::new(AtomicBool::new(true));
@@ -325,7 +326,7 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
 
     let ticker = options.progress.then(|| {
         let (counters, queue) = (Arc::clone(&counters), Arc::clone(&queue));
-        let total = source.len() - already_done;
+        let total = tiles_to_hash;
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(Duration::from_secs(2));
             interval.tick().await;
