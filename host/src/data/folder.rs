@@ -177,8 +177,22 @@ impl ImageFolder {
                 }
             }
             _ => {
+                // A built data set keeps its whole scenes beside the class folders; they are not
+                // a class. Only the manifest's classes count when there is a manifest.
+                let manifest_classes: Option<Vec<&str>> = manifest
+                    .as_ref()
+                    .map(|m| m.classes.iter().map(|c| c.name.as_str()).collect());
                 for dir in sorted_dir(root)? {
                     if !dir.is_dir() {
+                        continue;
+                    }
+                    let listed =
+                        dir.file_name()
+                            .and_then(|name| name.to_str())
+                            .is_some_and(|name| {
+                                manifest_classes.as_ref().is_none_or(|m| m.contains(&name))
+                            });
+                    if !listed {
                         continue;
                     }
                     let label = classes.len();
