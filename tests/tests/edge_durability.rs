@@ -66,6 +66,7 @@ fn tiny_model(dir: &Path) -> std::path::PathBuf {
         calibration: Calibration::MinMax,
         calibration_tiles: 8,
         weights: WeightScaling::PerChannel,
+        keep_f32: vec![],
     })
     .expect("exports");
     out

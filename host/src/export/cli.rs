@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::onnx::WeightScaling;
+use super::onnx::{KeepF32, WeightScaling};
 use super::{export, verify, Calibration, ExportOptions};
 
 #[derive(Debug, clap::Args)]
@@ -35,6 +35,9 @@ pub struct ExportArgs {
     /// int8 weight scales per output channel or per tensor.
     #[arg(long, value_enum, default_value = "per-channel")]
     pub weights: WeightScaling,
+    /// int8: convolutions to keep in f32 (comma-separated: stem, depthwise, project).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub keep_f32: Vec<KeepF32>,
     /// Run the written file with tract on the data set and compare with the checkpoint in tch;
     /// fails unless the parity thresholds hold (see `orbhash export --help`).
     #[arg(long)]
@@ -66,6 +69,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
         calibration: args.calibration,
         calibration_tiles: args.calibration_tiles,
         weights: args.weights,
+        keep_f32: args.keep_f32.clone(),
     };
     let (exported, model) = export(&options)?;
     let report = if args.verify {

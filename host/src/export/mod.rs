@@ -27,7 +27,7 @@ use crate::train::checkpoint::Checkpoint;
 use crate::train::trainer::load_dataset;
 
 use graph::Network;
-use onnx::{Range, WeightScaling};
+use onnx::{KeepF32, Range, WeightScaling};
 
 /// How activation ranges are read off the calibration tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -50,6 +50,8 @@ pub struct ExportOptions {
     /// Database tiles used for calibration at most.
     pub calibration_tiles: usize,
     pub weights: WeightScaling,
+    /// Convolutions an int8 export keeps in f32.
+    pub keep_f32: Vec<KeepF32>,
 }
 
 /// What was written.
@@ -101,7 +103,7 @@ pub fn export(options: &ExportOptions) -> anyhow::Result<(Exported, ExportedMode
             options.calibration,
             options.calibration_tiles,
         )?;
-        let graph = onnx::int8_graph(&network, &ranges, options.weights)?;
+        let graph = onnx::int8_graph(&network, &ranges, options.weights, &options.keep_f32)?;
         let card = card(
             &checkpoint,
             &network,

@@ -68,6 +68,30 @@ pub enum WeightScaling {
 struct GraphWriter {
     nodes: Vec<pb::NodeProto>,
     initializers: Vec<pb::TensorProto>,
+    has_relu6_bounds: bool,
+}
+
+/// Convolutions an int8 graph keeps in f32 (between DequantizeLinear and QuantizeLinear), where
+/// int8 costs the most accuracy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum KeepF32 {
+    /// The first convolution, which sees the raw normalised image.
+    Stem,
+    /// Depthwise convolutions: one 3x3 or 5x5 filter per channel, few weights to average out
+    /// rounding.
+    Depthwise,
+    /// 1x1 projections without activation, which feed the residual sums.
+    Project,
+}
+
+impl KeepF32 {
+    fn matches(self, input: usize, conv: &Conv) -> bool {
+        match self {
+            Self::Stem => input == 0,
+            Self::Depthwise => conv.groups > 1,
+            Self::Project => conv.kernel == 1 && !conv.relu6,
+        }
+    }
 }
 
 fn raw_tensor(name: &str, dims: &[usize], data_type: DataType, raw: Vec<u8>) -> pb::TensorProto {
@@ -154,6 +178,46 @@ impl GraphWriter {
             attribute_ints("dilations", &[1, 1]),
             attribute_int("group", conv.groups as i64),
         ]
+    }
+
+    /// Conv in f32 (with `Clip` for ReLU6) from `input` to `out`.
+    fn f32_conv(&mut self, conv: &Conv, input: &str, out: &str) {
+        if !self.has_relu6_bounds {
+            self.f32s("relu6_min", &[], &[0.0]);
+            self.f32s("relu6_max", &[], &[6.0]);
+            self.has_relu6_bounds = true;
+        }
+        let weight = self.f32s(
+            &format!("{}.weight", conv.name),
+            &Self::weight_dims(conv),
+            &conv.weight,
+        );
+        let bias = self.f32s(
+            &format!("{}.bias", conv.name),
+            &[conv.out_channels],
+            &conv.bias,
+        );
+        let conv_out = if conv.relu6 {
+            format!("{out}_conv")
+        } else {
+            out.to_string()
+        };
+        self.node(
+            "Conv",
+            &conv_out,
+            &[input, &weight, &bias],
+            &conv_out,
+            Self::conv_attributes(conv),
+        );
+        if conv.relu6 {
+            self.node(
+                "Clip",
+                out,
+                &[&conv_out, "relu6_min", "relu6_max"],
+                out,
+                vec![],
+            );
+        }
     }
 
     fn weight_dims(conv: &Conv) -> [usize; 4] {
@@ -266,37 +330,11 @@ impl GraphWriter {
 /// The f32 graph: Conv (batch norm folded) + Clip for ReLU6, Add for residuals.
 pub fn f32_graph(network: &Network) -> pb::GraphProto {
     let mut writer = GraphWriter::default();
-    let zero = writer.f32s("relu6_min", &[], &[0.0]);
-    let six = writer.f32s("relu6_max", &[], &[6.0]);
     for (index, step) in network.steps.iter().enumerate() {
         let out = value_name(index + 1);
         match step {
             Step::Conv { input, conv } => {
-                let weight = writer.f32s(
-                    &format!("{}.weight", conv.name),
-                    &GraphWriter::weight_dims(conv),
-                    &conv.weight,
-                );
-                let bias = writer.f32s(
-                    &format!("{}.bias", conv.name),
-                    &[conv.out_channels],
-                    &conv.bias,
-                );
-                let conv_out = if conv.relu6 {
-                    format!("{out}_conv")
-                } else {
-                    out.clone()
-                };
-                writer.node(
-                    "Conv",
-                    &conv_out,
-                    &[&value_name(*input), &weight, &bias],
-                    &conv_out,
-                    GraphWriter::conv_attributes(conv),
-                );
-                if conv.relu6 {
-                    writer.node("Clip", &out, &[&conv_out, &zero, &six], &out, vec![]);
-                }
+                writer.f32_conv(conv, &value_name(*input), &out);
             }
             Step::Add { a, b } => {
                 writer.node(
@@ -324,6 +362,7 @@ pub fn int8_graph(
     network: &Network,
     ranges: &[Range],
     weights: WeightScaling,
+    keep_f32: &[KeepF32],
 ) -> anyhow::Result<pb::GraphProto> {
     anyhow::ensure!(
         ranges.len() == network.steps.len() + 1,
@@ -353,6 +392,26 @@ pub fn int8_graph(
         let n = index + 1;
         let (out_scale, out_zero) = qparams(&mut writer, n);
         match step {
+            Step::Conv { input, conv } if keep_f32.iter().any(|k| k.matches(*input, conv)) => {
+                let (in_scale, in_zero) = qparams(&mut writer, *input);
+                let dequantised = format!("{}_f32", q(*input));
+                writer.node(
+                    "DequantizeLinear",
+                    &dequantised,
+                    &[&q(*input), &in_scale, &in_zero],
+                    &dequantised,
+                    vec![],
+                );
+                let out = format!("{}_f32", value_name(n));
+                writer.f32_conv(conv, &dequantised, &out);
+                writer.node(
+                    "QuantizeLinear",
+                    &q(n),
+                    &[&out, &out_scale, &out_zero],
+                    &q(n),
+                    vec![],
+                );
+            }
             Step::Conv { input, conv } => {
                 let (in_scale, in_zero) = qparams(&mut writer, *input);
                 let (w_q, w_scales) = quantise_weights(conv, weights);
