@@ -577,8 +577,10 @@ mod tests {
             min: -1.0,
             max: 1.0,
         });
-        // Zero maps to an integer: -128 + 127.5 rounds to 0.
-        assert_eq!(signed.zero_point, 0);
+        // Zero is the zero point itself; the range ends are within one step of -128 and 127.
+        let real = |q: i32| signed.scale * (q - i32::from(signed.zero_point)) as f32;
+        assert!((real(-128) + 1.0).abs() <= signed.scale, "{signed:?}");
+        assert!((real(127) - 1.0).abs() <= signed.scale, "{signed:?}");
         let positive_only = QuantParams::for_range(Range { min: 2.0, max: 4.0 });
         assert_eq!(positive_only.zero_point, -128, "the range is widened to 0");
     }
