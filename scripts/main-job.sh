@@ -49,7 +49,7 @@ step "on board: hash the whole scene, downlink through an intermittent, lossy li
 # x86-64 int8 path is slower than f32 (see docs/results.md).
 rm -rf "$out/edge-queue" "$out/downlink.bin"
 edge run --model "$out/dhcnn64-f32.onnx" --tiles "$scene" --downlink "file:$out/downlink.bin" \
-  --queue "$out/edge-queue" --batch 8 --link-up 1500ms --link-down 500ms \
+  --queue "$out/edge-queue" --batch 1 --link-up 1500ms --link-down 500ms \
   --corrupt 0.02 --drop 0.02 --seed 7 --json > "$out/edge-run.json"
 grep -E '"(tiles_hashed|tiles_per_second|ms_per_tile|records_queued|downlinked_bytes|raw_tile_bytes|corrupted|lost)"' "$out/edge-run.json"
 

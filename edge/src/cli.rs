@@ -83,8 +83,9 @@ struct RunArgs {
     /// Most unsent bytes the queue keeps; past it the oldest segment is dropped.
     #[arg(long, default_value_t = 256 * 1024 * 1024)]
     queue_max_bytes: u64,
-    /// Tiles per inference call.
-    #[arg(long, default_value_t = 8)]
+    /// Tiles per inference call. 1 is fastest with tract 0.23 on the default model (x86-64:
+    /// 12.8 ms/tile at batch 1, 20 ms/tile at batch 8; see docs/results.md).
+    #[arg(long, default_value_t = 1)]
     batch: usize,
     /// tract matrix-multiply threads.
     #[arg(long, default_value_t = 1)]
