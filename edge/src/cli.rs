@@ -149,16 +149,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_key(text: &str) -> anyhow::Result<MacKey> {
-    let digits = text.trim();
-    anyhow::ensure!(
-        digits.len() == 64 && digits.chars().all(|c| c.is_ascii_hexdigit()),
-        "the mission key must be 64 hex digits"
-    );
-    let mut key = [0u8; 32];
-    for (slot, pair) in key.iter_mut().zip(digits.as_bytes().chunks_exact(2)) {
-        *slot = u8::from_str_radix(std::str::from_utf8(pair)?, 16)?;
-    }
-    Ok(MacKey::new(key))
+    MacKey::from_hex(text).ok_or_else(|| anyhow::anyhow!("the mission key must be 64 hex digits"))
 }
 
 /// The whole `orbhash-edge` command line; the binary is this one call.

@@ -157,27 +157,38 @@ impl Hasher {
         Ok((rows(self.hash_slot)?, rows(self.probs_slot)?))
     }
 
+    /// Hash activations (pre-sign) and class probabilities of preprocessed tiles, any number (run
+    /// in batches), row-major: what the code and label are made from, for checking a model.
+    pub fn activations(&self, inputs: &[Vec<f32>]) -> Result<(Vec<f32>, Vec<f32>), HasherError> {
+        let (mut hash, mut probs) = (Vec::new(), Vec::new());
+        for chunk in inputs.chunks(self.batch()) {
+            let (chunk_hash, chunk_probs) = self.run(chunk)?;
+            hash.extend(chunk_hash);
+            probs.extend(chunk_probs);
+        }
+        Ok((hash, probs))
+    }
+
     /// Codes, labels and confidences of preprocessed tiles, any number (run in batches).
     pub fn hash(&self, inputs: &[Vec<f32>]) -> Result<Vec<Hashed>, HasherError> {
         let bits = usize::from(self.card.bits);
         let classes = self.card.classes.len();
-        let mut out = Vec::with_capacity(inputs.len());
-        for chunk in inputs.chunks(self.batch()) {
-            let (hash, probs) = self.run(chunk)?;
-            for (activations, probabilities) in hash.chunks(bits).zip(probs.chunks(classes)) {
+        let (hash, probs) = self.activations(inputs)?;
+        hash.chunks(bits)
+            .zip(probs.chunks(classes))
+            .map(|(activations, probabilities)| {
                 let code = Code::from_signs(activations).map_err(HasherError::Code)?;
                 let (label, probability) = probabilities
                     .iter()
                     .enumerate()
                     .max_by(|a, b| a.1.total_cmp(b.1))
                     .map_or((0, 0.0), |(index, p)| (index, *p));
-                out.push(Hashed {
+                Ok(Hashed {
                     code,
                     label: label as u16,
                     confidence: quantise_confidence(probability),
-                });
-            }
-        }
-        Ok(out)
+                })
+            })
+            .collect()
     }
 }

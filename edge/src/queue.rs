@@ -77,6 +77,32 @@ pub struct QueueStats {
     pub bytes_sent: u64,
 }
 
+/// A segment as read at open, with what its intact frames hold.
+struct ScannedSegment {
+    segment: Segment,
+    truncated_bytes: u64,
+    tiles: Vec<(u32, u32)>,
+    last_sequence_count: Option<u16>,
+}
+
+/// The entries of a segment file with their offsets, up to the first torn or damaged one.
+fn intact_entries(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    let mut offset = 0usize;
+    std::iter::from_fn(move || {
+        let header = bytes.get(offset..offset + ENTRY_HEADER as usize)?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let start = offset + ENTRY_HEADER as usize;
+        let payload = bytes.get(start..start.checked_add(len)?)?;
+        if CASTAGNOLI.checksum(payload) != crc {
+            return None;
+        }
+        let entry = (offset as u64, payload);
+        offset = start + len;
+        Some(entry)
+    })
+}
+
 struct Segment {
     number: u64,
     path: PathBuf,
@@ -93,7 +119,6 @@ pub struct Queue {
     /// Unsent bytes (entries with headers).
     pending_bytes: u64,
     append: Option<File>,
-    last_sequence_count: Option<u16>,
     stats: QueueStats,
 }
 
@@ -193,20 +218,13 @@ impl Queue {
         let mut segments = VecDeque::new();
         for number in numbers {
             let path = segment_path(dir, number);
-            let (segment, truncated) = Self::scan_segment(number, &path)?;
-            recovery.truncated_bytes += truncated;
-            let mut file = File::open(&path).map_err(io_error(&path))?;
-            for &(offset, len) in &segment.entries {
-                let mut frame = vec![0; len as usize];
-                file.seek(SeekFrom::Start(offset + ENTRY_HEADER))
-                    .and_then(|_| file.read_exact(&mut frame))
-                    .map_err(io_error(&path))?;
-                let (tiles, sequence) = frame_contents(&frame);
-                recovery.done.extend(tiles);
-                if sequence.is_some() {
-                    last_sequence_count = sequence;
-                }
+            let scanned = Self::scan_segment(number, &path)?;
+            recovery.truncated_bytes += scanned.truncated_bytes;
+            recovery.done.extend(scanned.tiles);
+            if scanned.last_sequence_count.is_some() {
+                last_sequence_count = scanned.last_sequence_count;
             }
+            let segment = scanned.segment;
             segments.push_back(segment);
         }
 
@@ -239,47 +257,46 @@ impl Queue {
             segments,
             pending_bytes,
             append: None,
-            last_sequence_count,
             stats: QueueStats::default(),
         };
         Ok((queue, recovery))
     }
 
-    /// Reads a segment's entry index, cutting off a torn tail.
-    fn scan_segment(number: u64, path: &Path) -> Result<(Segment, u64), QueueError> {
+    /// Reads a segment's entries and what their frames hold, cutting off a torn tail.
+    fn scan_segment(number: u64, path: &Path) -> Result<ScannedSegment, QueueError> {
         let bytes = std::fs::read(path).map_err(io_error(path))?;
         let mut entries = VecDeque::new();
-        let mut offset = 0u64;
-        while let Some(header) = bytes.get(offset as usize..(offset + ENTRY_HEADER) as usize) {
-            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-            let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-            let start = (offset + ENTRY_HEADER) as usize;
-            let Some(payload) = bytes.get(start..start + len as usize) else {
-                break;
-            };
-            if CASTAGNOLI.checksum(payload) != crc {
-                break;
-            }
-            entries.push_back((offset, len));
-            offset += ENTRY_HEADER + u64::from(len);
+        let mut tiles = Vec::new();
+        let mut last_sequence_count = None;
+        let mut end = 0u64;
+        for (offset, frame) in intact_entries(&bytes) {
+            let (frame_tiles, sequence) = frame_contents(frame);
+            tiles.extend(frame_tiles);
+            last_sequence_count = sequence.or(last_sequence_count);
+            entries.push_back((offset, frame.len() as u32));
+            end = offset + ENTRY_HEADER + frame.len() as u64;
         }
-        let truncated = bytes.len() as u64 - offset;
-        if truncated > 0 {
+        let truncated_bytes = bytes.len() as u64 - end;
+        if truncated_bytes > 0 {
             let file = OpenOptions::new()
                 .write(true)
                 .open(path)
                 .map_err(io_error(path))?;
-            file.set_len(offset)
+            file.set_len(end)
                 .and_then(|()| file.sync_all())
                 .map_err(io_error(path))?;
         }
-        let segment = Segment {
-            number,
-            path: path.to_path_buf(),
-            entries,
-            len: offset,
-        };
-        Ok((segment, truncated))
+        Ok(ScannedSegment {
+            segment: Segment {
+                number,
+                path: path.to_path_buf(),
+                entries,
+                len: end,
+            },
+            truncated_bytes,
+            tiles,
+            last_sequence_count,
+        })
     }
 
     /// Makes one frame durable at the tail of the queue.
@@ -329,9 +346,6 @@ impl Queue {
             .map_err(io_error(&segment.path))?;
         segment.entries.push_back((segment.len, len));
         segment.len += entry.len() as u64;
-        if let (_, Some(sequence)) = frame_contents(frame) {
-            self.last_sequence_count = Some(sequence);
-        }
         self.pending_bytes += entry.len() as u64;
         self.stats.frames_queued += 1;
         self.enforce_limit()?;
@@ -347,25 +361,26 @@ impl Queue {
         Ok(())
     }
 
-    /// Journals the front segment's records and deletes it.
+    /// Journals the front segment's records and deletes it. Callers keep at least one segment
+    /// behind it, the one being appended to.
     fn retire_front(&mut self) -> Result<(), QueueError> {
         let Some(segment) = self.segments.pop_front() else {
             return Ok(());
         };
         let bytes = std::fs::read(&segment.path).map_err(io_error(&segment.path))?;
         let mut lines = String::new();
-        let mut offset = 0usize;
-        while let Some(header) = bytes.get(offset..offset + ENTRY_HEADER as usize) {
-            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-            let start = offset + ENTRY_HEADER as usize;
-            let Some(frame) = bytes.get(start..start + len) else {
-                break;
-            };
-            let (tiles, _) = frame_contents(frame);
+        let mut last_sequence_count = None;
+        for (_, frame) in intact_entries(&bytes) {
+            let (tiles, sequence) = frame_contents(frame);
             for (scene, tile) in tiles {
                 lines.push_str(&format!("{scene} {tile}\n"));
             }
-            offset = start + len;
+            last_sequence_count = sequence.or(last_sequence_count);
+        }
+        // Later sequence counts are in the segments still on disk, which a reopen reads after
+        // the journal.
+        if let Some(sequence) = last_sequence_count {
+            lines.push_str(&format!("seq {sequence}\n"));
         }
         self.pending_bytes = self.pending_bytes.saturating_sub(
             segment
@@ -374,9 +389,6 @@ impl Queue {
                 .map(|&(_, len)| ENTRY_HEADER + u64::from(len))
                 .sum(),
         );
-        if let Some(sequence) = self.last_sequence_count {
-            lines.push_str(&format!("seq {sequence}\n"));
-        }
         let journal_path = self.dir.join("journal.log");
         let mut journal = OpenOptions::new()
             .create(true)
@@ -387,16 +399,6 @@ impl Queue {
             .write_all(lines.as_bytes())
             .and_then(|()| journal.sync_data())
             .map_err(io_error(&journal_path))?;
-        if self.segments.is_empty() {
-            // The segment being appended to was retired: the next append starts a new one.
-            self.append = None;
-            self.segments.push_back(Segment {
-                number: segment.number + 1,
-                path: segment_path(&self.dir, segment.number + 1),
-                entries: VecDeque::new(),
-                len: SEGMENT_BYTES,
-            });
-        }
         std::fs::remove_file(&segment.path).map_err(io_error(&segment.path))?;
         sync_dir(&self.dir)
     }

@@ -88,6 +88,12 @@ impl MacKey {
         Self(key)
     }
 
+    /// A key written as 64 hex digits (surrounding whitespace ignored), as mission key files and
+    /// `ORBHASH_MISSION_KEY` hold it; `None` for anything else.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        crate::wire::hex_array(text.trim()).map(Self)
+    }
+
     fn tag(&self, authenticated: &[u8]) -> [u8; MAC_LEN] {
         let mut tag = [0u8; MAC_LEN];
         let full = self.hmac(authenticated).finalize().into_bytes();

@@ -28,17 +28,7 @@ impl ModelId {
     /// Parses the 16 hex digits that [`Display`](core::fmt::Display) writes; `None` for anything
     /// else.
     pub fn from_hex(text: &str) -> Option<Self> {
-        let digits = text.as_bytes();
-        if digits.len() != 16 {
-            return None;
-        }
-        let mut id = [0u8; 8];
-        for (slot, pair) in id.iter_mut().zip(digits.chunks_exact(2)) {
-            let high = (pair[0] as char).to_digit(16)?;
-            let low = (pair[1] as char).to_digit(16)?;
-            *slot = (high * 16 + low) as u8;
-        }
-        Some(Self(id))
+        crate::wire::hex_array(text).map(Self)
     }
 }
 

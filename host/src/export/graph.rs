@@ -64,7 +64,7 @@ pub struct Network {
 }
 
 impl Network {
-    /// Spatial edge of every value, for the padding of strided convolutions.
+    /// The number of the backbone's output value (the one pooled into features).
     pub fn last_value(&self) -> usize {
         self.steps.len()
     }

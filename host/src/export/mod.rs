@@ -227,7 +227,7 @@ fn calibrate(
 }
 
 /// A batch of `batch` rows from `indices` (zero rows past the end) shaped as the model wants.
-pub fn batch_tensor(
+fn batch_tensor(
     dataset: &Dataset,
     indices: &[usize],
     batch: usize,

@@ -7,9 +7,8 @@
 
 use std::path::Path;
 
-use anyhow::Context;
-use orbhash_edge::OnnxModel;
-use orbhash_shared::card::{Precision, HASH_OUTPUT, PROBS_OUTPUT};
+use orbhash_edge::Hasher;
+use orbhash_shared::card::Precision;
 use serde::Serialize;
 use tch::{Device, Tensor};
 
@@ -18,7 +17,7 @@ use crate::train::checkpoint::Checkpoint;
 use crate::train::evaluate::{hash_dataset, HashedDataset};
 use crate::train::trainer::load_dataset;
 
-use super::{batch_tensor, ExportedModel};
+use super::ExportedModel;
 
 pub const F32_MAX_HASH_ERROR: f32 = 1e-4;
 pub const INT8_MIN_BIT_AGREEMENT: f64 = 0.98;
@@ -50,33 +49,15 @@ impl VerifyReport {
     }
 }
 
-/// Hash activations and class probabilities of every sample, by tract.
+/// Hash activations and class probabilities of every sample, by tract, through the board's own
+/// loader (which also checks the model card against the graph).
 pub fn run_with_tract(
     model_bytes: &[u8],
     dataset: &Dataset,
 ) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
-    let model = OnnxModel::from_bytes(model_bytes, VERIFY_BATCH, "exported model")?;
-    let slot = |name: &str| {
-        model
-            .output_names()
-            .iter()
-            .position(|output| output == name)
-            .with_context(|| format!("the model has no output {name}"))
-    };
-    let (hash_slot, probs_slot) = (slot(HASH_OUTPUT)?, slot(PROBS_OUTPUT)?);
-    let all: Vec<usize> = (0..dataset.samples.len()).collect();
-    let (mut hash, mut probs) = (Vec::new(), Vec::new());
-    for chunk in all.chunks(VERIFY_BATCH) {
-        let input = batch_tensor(dataset, chunk, VERIFY_BATCH, model.input_shape())?;
-        let outputs = model.run(input)?;
-        for (slot, out) in [(hash_slot, &mut hash), (probs_slot, &mut probs)] {
-            let view = outputs[slot].to_plain_array_view::<f32>()?;
-            let values = view.as_slice().context("contiguous output")?;
-            let per_row = values.len() / VERIFY_BATCH;
-            out.extend_from_slice(&values[..chunk.len() * per_row]);
-        }
-    }
-    Ok((hash, probs))
+    let hasher = Hasher::from_bytes(model_bytes, VERIFY_BATCH, "exported model")?;
+    let inputs: Vec<Vec<f32>> = dataset.samples.iter().map(|s| s.pixels.to_vec()).collect();
+    Ok(hasher.activations(&inputs)?)
 }
 
 fn argmax(row: &[f32]) -> usize {

@@ -658,13 +658,8 @@ pub fn read_key_file(path: &Path) -> Result<MacKey> {
         path: path.to_path_buf(),
         source,
     })?;
-    let bytes = super::parse_hex(text.trim()).ok_or_else(|| GroundError::BadKey {
-        path: path.to_path_buf(),
-        why: "expected 64 hex digits".to_string(),
-    })?;
-    let key: [u8; 32] = bytes.try_into().map_err(|_| GroundError::BadKey {
+    MacKey::from_hex(&text).ok_or_else(|| GroundError::BadKey {
         path: path.to_path_buf(),
         why: "expected 64 hex digits (256 bits)".to_string(),
-    })?;
-    Ok(MacKey::new(key))
+    })
 }
