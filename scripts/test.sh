@@ -5,4 +5,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh
+# The board's binary, exactly as deployed; tests/tests/aarch64_parity.rs runs it under qemu.
+cargo flight   # alias in .cargo/config.toml
 cargo test --workspace "$@"

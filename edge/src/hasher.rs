@@ -113,6 +113,11 @@ impl Hasher {
     }
 
     /// Tiles per inference call.
+    /// The model itself, for measuring it (see [`OnnxModel::profile`]).
+    pub fn model(&self) -> &OnnxModel {
+        &self.model
+    }
+
     pub fn batch(&self) -> usize {
         self.model.input_shape()[0]
     }
@@ -125,11 +130,19 @@ impl Hasher {
             .to_chw(tile.width, tile.height, tile.bands, &tile.samples)?)
     }
 
-    /// Hash activations and probabilities of up to [`Self::batch`] preprocessed tiles, row-major.
-    fn run(&self, inputs: &[Vec<f32>]) -> Result<(Vec<f32>, Vec<f32>), HasherError> {
-        let shape = self.model.input_shape().to_vec();
+    /// Up to [`Self::batch`] preprocessed tiles as one input tensor; a short last batch is padded
+    /// (the padding rows' outputs are dropped by the caller).
+    pub fn batch_tensor(&self, inputs: &[Vec<f32>]) -> Result<Tensor, HasherError> {
+        let shape = self.model.input_shape();
         let batch = shape[0];
         let per_tile = self.card.input.len();
+        if inputs.len() > batch {
+            return Err(InputError(format!(
+                "{} tiles given to a model prepared for batches of {batch}",
+                inputs.len()
+            ))
+            .into());
+        }
         let mut values = Vec::with_capacity(batch * per_tile);
         for input in inputs {
             if input.len() != per_tile {
@@ -141,11 +154,15 @@ impl Hasher {
             }
             values.extend_from_slice(input);
         }
-        // A short last batch is padded; the padding rows' outputs are dropped.
         values.resize(batch * per_tile, 0.0);
-        let tensor = Tensor::from_shape(&shape, &values)
-            .map_err(|error| ModelError::Run(format!("{error:#}")))?;
-        let outputs = self.model.run(tensor)?;
+        Ok(Tensor::from_shape(shape, &values)
+            .map_err(|error| ModelError::Run(format!("{error:#}")))?)
+    }
+
+    /// Hash activations and probabilities of up to [`Self::batch`] preprocessed tiles, row-major.
+    fn run(&self, inputs: &[Vec<f32>]) -> Result<(Vec<f32>, Vec<f32>), HasherError> {
+        let batch = self.batch();
+        let outputs = self.model.run(self.batch_tensor(inputs)?)?;
         let rows = |slot: usize| -> Result<Vec<f32>, HasherError> {
             let view = outputs[slot]
                 .to_plain_array_view::<f32>()

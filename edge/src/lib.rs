@@ -16,6 +16,7 @@ pub mod model;
 pub mod queue;
 pub mod run;
 pub mod source;
+pub mod threads;
 
 pub use hasher::{Hashed, Hasher, HasherError};
 pub use model::{ModelError, OnnxModel};

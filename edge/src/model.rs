@@ -5,9 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use orbhash_shared::ModelId;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::OpState;
+use tract_onnx::tract_core::plan::{eval, EvalContext, SimpleState};
 use tract_onnx::tract_hir::infer::Factoid;
 use tract_onnx::tract_hir::internal::DimLike;
 
@@ -174,6 +177,71 @@ impl OnnxModel {
         Ok(outputs
             .into_iter()
             .map(|value| value.into_tensor())
+            .collect())
+    }
+}
+
+/// Where one node of the optimised plan spent its time in [`OnnxModel::profile`].
+#[derive(Debug, Clone)]
+pub struct NodeTime {
+    /// The node's name in the optimised graph (derived from the ONNX node it came from).
+    pub name: String,
+    /// The tract operator that runs it, e.g. `Conv`, `OptMatMul`, `DepthWise`.
+    pub op: String,
+    /// tract's one-line description of the node's parameters (kernel, strides, shapes).
+    pub detail: String,
+    /// Seconds per run, averaged over the profiled runs.
+    pub seconds: f64,
+}
+
+impl OnnxModel {
+    /// Runs `input` `runs` times (after one untimed run) and times every node of the optimised
+    /// plan: which of tract's kernels the time goes to, for choosing the exported graph's form.
+    /// Nodes in execution order.
+    pub fn profile(&self, input: Tensor, runs: usize) -> Result<Vec<NodeTime>, ModelError> {
+        if input.shape() != self.input_shape.as_slice() {
+            return Err(ModelError::InputShape {
+                expected: self.input_shape.clone(),
+                actual: input.shape().to_vec(),
+            });
+        }
+        let run_error = |error: TractError| ModelError::Run(format!("{error:#}"));
+        let mut state = SimpleState::new(&self.plan).map_err(run_error)?;
+        let nodes = self.plan.model().nodes();
+        let mut seconds = vec![0.0_f64; nodes.len()];
+        let runs = runs.max(1);
+        for run in 0..=runs {
+            let timed = run > 0;
+            state
+                .run_plan_with_eval(
+                    tvec!(input.clone().into()),
+                    |context: &EvalContext,
+                     op_state: Option<&mut (dyn OpState + 'static)>,
+                     node: &TypedNode,
+                     inputs: TVec<TValue>| {
+                        let start = Instant::now();
+                        let outputs = eval(context, op_state, node, inputs);
+                        if timed {
+                            seconds[node.id] += start.elapsed().as_secs_f64();
+                        }
+                        outputs
+                    },
+                )
+                .map_err(run_error)?;
+        }
+        Ok(self
+            .plan
+            .order_without_consts()
+            .iter()
+            .map(|&id| {
+                let node = &nodes[id];
+                NodeTime {
+                    name: node.name.clone(),
+                    op: node.op().name().to_string(),
+                    detail: node.op().info().unwrap_or_default().join("; "),
+                    seconds: seconds[id] / runs as f64,
+                }
+            })
             .collect())
     }
 }

@@ -23,7 +23,13 @@ def main() -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
+        # The same arithmetic as the file: see KEEP_F32_LAYERS in scripts/check/onnxruntime_run.py.
+        session = ort.InferenceSession(
+            args.model,
+            options,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=["WeightBiasQuantization"],
+        )
         shape = session.get_inputs()[0].shape
         for batch in [int(b) for b in args.batch.split(",")]:
             rng = np.random.default_rng(0)

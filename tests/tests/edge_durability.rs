@@ -7,75 +7,19 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use orbhash_host::export::onnx::WeightScaling;
-use orbhash_host::export::{export, Calibration, ExportOptions};
-use orbhash_host::model::backbone::BackboneKind;
-use orbhash_host::torch::DeviceChoice;
-use orbhash_host::train::{train, TrainConfig};
 use orbhash_shared::{Decoder, OwnedEvent, Rejection, SequenceError};
+
+mod common;
+use common::{tiny_model, write_png, Precision};
 
 const KILLS: usize = 50;
 const SCENE_TILES_PER_SIDE: u32 = 40;
 const TILE: u32 = 16;
 
-fn write_png(path: &Path, width: u32, height: u32, seed: u32) {
-    let pixels: Vec<u8> = (0..width * height * 3)
-        .map(|i| {
-            let x = i
-                .wrapping_mul(2_654_435_761)
-                .wrapping_add(seed.wrapping_mul(40_503));
-            (x >> 13) as u8
-        })
-        .collect();
-    image::save_buffer(path, &pixels, width, height, image::ExtendedColorType::Rgb8)
-        .expect("writes PNG");
-}
-
-/// A tiny trained model: two classes of 16-px tiles, the small CNN, 16-bit codes.
-fn tiny_model(dir: &Path) -> std::path::PathBuf {
-    let data = dir.join("data");
-    for (class, offset) in [("dark", 0u32), ("bright", 1000)] {
-        std::fs::create_dir_all(data.join(class)).expect("mkdir");
-        for i in 0..6 {
-            write_png(
-                &data.join(class).join(format!("{i}.png")),
-                TILE,
-                TILE,
-                offset + i,
-            );
-        }
-    }
-    orbhash_host::torch::init_for_tests();
-    let config = TrainConfig {
-        data: data.clone(),
-        backbone: BackboneKind::SmallCnn,
-        pretrained: None,
-        bits: 16,
-        input_size: TILE,
-        epochs: 1,
-        batch_size: 4,
-        ..TrainConfig::default()
-    };
-    let outcome = train(&config, DeviceChoice::Cpu, &dir.join("run"), None).expect("trains");
-    let out = dir.join("tiny.onnx");
-    export(&ExportOptions {
-        checkpoint: outcome.checkpoint,
-        out: out.clone(),
-        int8: false,
-        data: None,
-        calibration: Calibration::MinMax,
-        calibration_tiles: 8,
-        weights: WeightScaling::PerChannel,
-        keep_f32: vec![],
-    })
-    .expect("exports");
-    out
-}
-
 #[test]
 fn killing_the_board_fifty_times_loses_and_repeats_no_record() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let model = tiny_model(dir.path());
+    let model = tiny_model(dir.path(), TILE, Precision::F32);
     let scene = dir.path().join("scene.png");
     let side = SCENE_TILES_PER_SIDE * TILE;
     write_png(&scene, side, side, 7);

@@ -35,8 +35,16 @@ pub struct ExportArgs {
     /// int8 weight scales per output channel or per tensor.
     #[arg(long, value_enum, default_value = "per-channel")]
     pub weights: WeightScaling,
-    /// int8: convolutions to keep in f32 (comma-separated: stem, depthwise, project).
-    #[arg(long, value_enum, value_delimiter = ',')]
+    /// int8: convolutions to keep in f32 (comma-separated: stem, depthwise, project; `none`
+    /// quantises every one). The default keeps the depthwise ones, which tract runs with its
+    /// vectorised channel-last kernel in f32 but as one integer matrix product per channel in
+    /// int8 (slower than f32 on the board), and the stem, which sees the raw image.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "stem,depthwise"
+    )]
     pub keep_f32: Vec<KeepF32>,
     /// Run the written file with tract on the data set and compare with the checkpoint in tch;
     /// fails unless the parity thresholds hold (see `orbhash export --help`).

@@ -82,6 +82,8 @@ pub enum KeepF32 {
     Depthwise,
     /// 1x1 projections without activation, which feed the residual sums.
     Project,
+    /// Nothing: every convolution in int8.
+    None,
 }
 
 impl KeepF32 {
@@ -90,6 +92,7 @@ impl KeepF32 {
             Self::Stem => input == 0,
             Self::Depthwise => conv.groups > 1,
             Self::Project => conv.kernel == 1 && !conv.relu6,
+            Self::None => false,
         }
     }
 }
