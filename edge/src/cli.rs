@@ -187,7 +187,10 @@ pub fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("orbhash-edge: error: {error:#}");
+            eprintln!(
+                "orbhash-edge: error: {}",
+                orbhash_shared::error_chain(error.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

@@ -7,7 +7,10 @@ fn main() -> ExitCode {
     match orbhash_host::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("orbhash: error: {error:#}");
+            eprintln!(
+                "orbhash: error: {}",
+                orbhash_shared::error_chain(error.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

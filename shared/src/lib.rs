@@ -29,6 +29,8 @@ pub mod packet;
 #[cfg(feature = "imagery")]
 pub mod raster;
 pub mod record;
+#[cfg(feature = "std")]
+pub mod report;
 mod wire;
 pub mod writer;
 
@@ -46,4 +48,6 @@ pub use record::{
     confidence_probability, quantise_confidence, scene_id_of, MapCoordinates, ModelId, Record,
     TileGrid, TilePosition,
 };
+#[cfg(feature = "std")]
+pub use report::error_chain;
 pub use writer::{encode_frame, PacketWriter, WriteError, WriterConfig, MAX_FRAME_LEN};
