@@ -13,6 +13,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 started=$(date +%s)
 bash scripts/setup.sh
+setup_done=$(date +%s)
 step() { printf '\n== %s ==\n' "$*"; }
 out=runs/main-job
 data=.cache/data/s2-brandenburg
@@ -82,4 +83,6 @@ echo "downlinked:             $sent B for $raw B of raw tiles (ratio $(( raw / (
 echo "link damage:            $(value lost "$out/edge-run.json") frames lost, $(value corrupted "$out/edge-run.json") damaged (see the ingest report above for what the ground recovered)"
 echo "plots and reports:      $out/ (report.json, pr_curve.png, precision_at_k.png, training_loss.png)"
 echo "models:                 $out/dhcnn64-f32.onnx, $out/dhcnn64-int8.onnx"
-echo "wall time: $(( $(date +%s) - started )) s in all, $(( $(date +%s) - build_done )) s after set-up and build"
+finished=$(date +%s)
+echo "wall time:              $(( finished - started )) s in all: set-up $(( setup_done - started )) s," \
+  "release build $(( build_done - setup_done )) s, the job itself $(( finished - build_done )) s"
