@@ -1,5 +1,6 @@
 //! `orbhash-edge bench`: tiles/s and ms/tile of one or more models on real tiles, per batch size
-//! and thread count, as a table.
+//! and thread count, as a table; `orbhash-edge profile`: where one model's time goes, per tract
+//! operator and node.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -88,7 +89,7 @@ pub fn bench(options: &BenchOptions) -> Result<Vec<BenchRow>, BenchError> {
     Ok(rows)
 }
 
-/// What `orbhash-edge bench --profile` measures: one model, one batch size, one thread count.
+/// What `orbhash-edge profile` measures: one model, one batch size, one thread count.
 #[derive(Debug, Clone)]
 pub struct ProfileOptions {
     pub model: PathBuf,
@@ -117,15 +118,8 @@ pub struct Profile {
     pub runs: usize,
     pub ms_per_run: f64,
     pub by_op: Vec<OpShare>,
-    pub nodes: Vec<NodeShare>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeShare {
-    pub name: String,
-    pub op: String,
-    pub detail: String,
-    pub ms_per_run: f64,
+    /// Slowest first.
+    pub nodes: Vec<NodeTime>,
 }
 
 /// Times every node of the optimised plan on a batch of real tiles.
@@ -138,10 +132,10 @@ pub fn profile(options: &ProfileOptions) -> Result<Profile, BenchError> {
         .batch_tensor(&inputs)
         .and_then(|input| Ok(hasher.model().profile(input, options.runs)?));
     use_threads(1)?;
-    let node_times: Vec<NodeTime> = timed?;
-    let total: f64 = node_times.iter().map(|node| node.seconds).sum();
+    let mut nodes: Vec<NodeTime> = timed?;
+    let total: f64 = nodes.iter().map(|node| node.seconds).sum();
     let mut by_op: Vec<OpShare> = Vec::new();
-    for node in &node_times {
+    for node in &nodes {
         match by_op.iter_mut().find(|share| share.op == node.op) {
             Some(share) => {
                 share.nodes += 1;
@@ -159,16 +153,7 @@ pub fn profile(options: &ProfileOptions) -> Result<Profile, BenchError> {
         share.share = share.ms_per_run / (total * 1e3).max(f64::MIN_POSITIVE);
     }
     by_op.sort_by(|a, b| b.ms_per_run.total_cmp(&a.ms_per_run));
-    let mut nodes: Vec<NodeShare> = node_times
-        .into_iter()
-        .map(|node| NodeShare {
-            name: node.name,
-            op: node.op,
-            detail: node.detail,
-            ms_per_run: node.seconds * 1e3,
-        })
-        .collect();
-    nodes.sort_by(|a, b| b.ms_per_run.total_cmp(&a.ms_per_run));
+    nodes.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     Ok(Profile {
         model: file_name(&options.model),
         batch,
@@ -206,7 +191,10 @@ pub fn profile_table(profile: &Profile, top: usize) -> String {
     for node in profile.nodes.iter().take(top) {
         out.push_str(&format!(
             "{:>9.3}  {:<16} {} [{}]\n",
-            node.ms_per_run, node.op, node.name, node.detail
+            node.seconds * 1e3,
+            node.op,
+            node.name,
+            node.detail
         ));
     }
     out

@@ -182,7 +182,7 @@ impl OnnxModel {
 }
 
 /// Where one node of the optimised plan spent its time in [`OnnxModel::profile`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct NodeTime {
     /// The node's name in the optimised graph (derived from the ONNX node it came from).
     pub name: String,
@@ -343,6 +343,25 @@ mod tests {
             ..Default::default()
         }
         .encode_to_vec()
+    }
+
+    #[test]
+    fn profile_times_every_node_of_the_plan_and_checks_the_input() {
+        let bytes = linear_hash_model([[1.0, -1.0], [2.0, 0.5], [0.0, 3.0]]);
+        let model = OnnxModel::from_bytes(&bytes, 1, "test model").expect("loads");
+        let input = tract_ndarray::arr2(&[[1.0f32, 1.0, 1.0]]).into_tensor();
+        let nodes = model.profile(input, 3).expect("profiles");
+        assert_eq!(nodes.len(), model.plan.order_without_consts().len());
+        assert!(nodes.iter().any(|node| node.op != "Source"));
+        assert!(nodes
+            .iter()
+            .all(|node| node.seconds.is_finite() && node.seconds >= 0.0));
+
+        let wrong = tract_ndarray::arr2(&[[1.0f32, 1.0]]).into_tensor();
+        assert!(matches!(
+            model.profile(wrong, 1),
+            Err(ModelError::InputShape { .. })
+        ));
     }
 
     #[test]
