@@ -112,12 +112,12 @@ impl Hasher {
         &self.card
     }
 
-    /// Tiles per inference call.
     /// The model itself, for measuring it (see [`OnnxModel::profile`]).
     pub fn model(&self) -> &OnnxModel {
         &self.model
     }
 
+    /// Tiles per inference call.
     pub fn batch(&self) -> usize {
         self.model.input_shape()[0]
     }

@@ -162,14 +162,19 @@ impl OnnxModel {
         &self.metadata
     }
 
-    /// Runs one batch; `input` is laid out in [`Self::input_shape`] order.
-    pub fn run(&self, input: Tensor) -> Result<Vec<Tensor>, ModelError> {
+    fn check_input(&self, input: &Tensor) -> Result<(), ModelError> {
         if input.shape() != self.input_shape.as_slice() {
             return Err(ModelError::InputShape {
                 expected: self.input_shape.clone(),
                 actual: input.shape().to_vec(),
             });
         }
+        Ok(())
+    }
+
+    /// Runs one batch; `input` is laid out in [`Self::input_shape`] order.
+    pub fn run(&self, input: Tensor) -> Result<Vec<Tensor>, ModelError> {
+        self.check_input(&input)?;
         let outputs = self
             .plan
             .run(tvec!(input.into()))
@@ -186,7 +191,7 @@ impl OnnxModel {
 pub struct NodeTime {
     /// The node's name in the optimised graph (derived from the ONNX node it came from).
     pub name: String,
-    /// The tract operator that runs it, e.g. `Conv`, `OptMatMul`, `DepthWise`.
+    /// The tract operator that runs it, e.g. `OptMatMul`, `DepthWiseConv`, `Softmax`.
     pub op: String,
     /// tract's one-line description of the node's parameters (kernel, strides, shapes).
     pub detail: String,
@@ -199,12 +204,7 @@ impl OnnxModel {
     /// plan: which of tract's kernels the time goes to, for choosing the exported graph's form.
     /// Nodes in execution order.
     pub fn profile(&self, input: Tensor, runs: usize) -> Result<Vec<NodeTime>, ModelError> {
-        if input.shape() != self.input_shape.as_slice() {
-            return Err(ModelError::InputShape {
-                expected: self.input_shape.clone(),
-                actual: input.shape().to_vec(),
-            });
-        }
+        self.check_input(&input)?;
         let run_error = |error: TractError| ModelError::Run(format!("{error:#}"));
         let mut state = SimpleState::new(&self.plan).map_err(run_error)?;
         let nodes = self.plan.model().nodes();
@@ -268,36 +268,39 @@ fn fixed_batch_shape(model: &InferenceModel, batch: usize) -> TractResult<Vec<us
     Ok(shape)
 }
 
+/// The declaration of an f32 graph input or output: `name` with the given dimensions (fixed or
+/// named). Exporters (host) and tests build ONNX graphs with it.
+pub fn f32_value_info(
+    name: &str,
+    dims: Vec<tract_onnx::pb::tensor_shape_proto::dimension::Value>,
+) -> tract_onnx::pb::ValueInfoProto {
+    use tract_onnx::pb;
+    pb::ValueInfoProto {
+        name: name.to_string(),
+        r#type: Some(pb::TypeProto {
+            denotation: String::new(),
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .into_iter()
+                        .map(|value| pb::tensor_shape_proto::Dimension {
+                            denotation: String::new(),
+                            value: Some(value),
+                        })
+                        .collect(),
+                }),
+            })),
+        }),
+        doc_string: String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use prost::Message;
     use tract_onnx::pb;
-
-    fn tensor_value(
-        name: &str,
-        dims: Vec<pb::tensor_shape_proto::dimension::Value>,
-    ) -> pb::ValueInfoProto {
-        pb::ValueInfoProto {
-            name: name.to_string(),
-            r#type: Some(pb::TypeProto {
-                denotation: String::new(),
-                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                    elem_type: pb::tensor_proto::DataType::Float as i32,
-                    shape: Some(pb::TensorShapeProto {
-                        dim: dims
-                            .into_iter()
-                            .map(|value| pb::tensor_shape_proto::Dimension {
-                                denotation: String::new(),
-                                value: Some(value),
-                            })
-                            .collect(),
-                    }),
-                })),
-            }),
-            doc_string: String::new(),
-        }
-    }
 
     /// `hash = tile · W` with a symbolic batch: the smallest graph shaped like an orbhash model.
     fn linear_hash_model(weights: [[f32; 2]; 3]) -> Vec<u8> {
@@ -318,11 +321,11 @@ mod tests {
                 float_data: weights.iter().flatten().copied().collect(),
                 ..Default::default()
             }],
-            input: vec![tensor_value(
+            input: vec![f32_value_info(
                 "tile",
                 vec![DimParam("N".into()), DimValue(3)],
             )],
-            output: vec![tensor_value(
+            output: vec![f32_value_info(
                 "hash",
                 vec![DimParam("N".into()), DimValue(2)],
             )],

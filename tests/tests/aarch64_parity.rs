@@ -24,6 +24,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use orbhash_shared::{hamming, Decoder, OwnedEvent, Record};
+use orbhash_tests::{repo_root, s2_data_set};
 
 mod common;
 use common::{tiny_model, write_png, Precision};
@@ -40,13 +41,6 @@ const QEMU: &str = "qemu-aarch64-static";
 /// Debian's aarch64 C library (package libc6-arm64-cross), which the dynamically linked binary
 /// loads under qemu.
 const SYSROOT: &str = "/usr/aarch64-linux-gnu";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
 
 fn aarch64_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("ORBHASH_AARCH64_EDGE") {
@@ -159,16 +153,7 @@ fn hash_scene(
 fn the_aarch64_build_under_qemu_hashes_as_the_x86_64_build() {
     let root = repo_root();
     let binary = aarch64_binary();
-    let scene = std::fs::read_dir(root.join(".cache/data/s2-brandenburg/scenes"))
-        .ok()
-        .and_then(|dir| {
-            let mut scenes: Vec<PathBuf> = dir
-                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-                .filter(|path| path.extension().is_some_and(|ext| ext == "tif"))
-                .collect();
-            scenes.sort();
-            scenes.into_iter().next()
-        });
+    let scene = s2_data_set().map(|(_, scene)| scene);
     if let Some(reason) = missing_prerequisite(&binary, scene.as_deref()) {
         println!("skipped: {reason}");
         return;

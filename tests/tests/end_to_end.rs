@@ -5,7 +5,7 @@
 //!
 //! Needs the data set that `scripts/setup.sh` builds; without it the test says so and passes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use orbhash_edge::link::{LinkTarget, Simulation};
@@ -17,26 +17,11 @@ use orbhash_host::ground::search::{run_query, Method, Query, QuerySpec, SearchSp
 use orbhash_host::model::backbone::BackboneKind;
 use orbhash_host::torch::DeviceChoice;
 use orbhash_host::train::{train, TrainConfig};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
-fn data_set() -> Option<(PathBuf, PathBuf)> {
-    let data = repo_root().join(".cache/data/s2-brandenburg");
-    let scene = std::fs::read_dir(data.join("scenes"))
-        .ok()?
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .find(|path| path.extension().is_some_and(|e| e == "tif"))?;
-    Some((data, scene))
-}
+use orbhash_tests::s2_data_set;
 
 #[test]
 fn train_export_hash_downlink_ingest_and_find_a_tile_by_its_image() {
-    let Some((data, scene)) = data_set() else {
+    let Some((data, scene)) = s2_data_set() else {
         println!("skipped: .cache/data/s2-brandenburg/scenes is missing (run scripts/setup.sh)");
         return;
     };

@@ -10,14 +10,8 @@ use std::process::Command;
 use orbhash_edge::OnnxModel;
 use orbhash_shared::card::ModelCard;
 use orbhash_shared::raster::read_image;
+use orbhash_tests::repo_root;
 use tract_onnx::prelude::Tensor;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
 
 fn python_with_onnxruntime() -> Option<PathBuf> {
     let python = std::env::var_os("ORBHASH_ORT_PYTHON")

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use orbhash_edge::model::f32_value_info;
 use orbhash_shared::card::{HASH_OUTPUT, IMAGE_INPUT, PROBS_OUTPUT};
 use prost::Message;
 use tract_onnx::pb;
@@ -280,33 +281,13 @@ impl GraphWriter {
 
     fn finish(self, network: &Network, graph_name: &str) -> pb::GraphProto {
         use pb::tensor_shape_proto::dimension::Value::{DimParam, DimValue};
-        let value =
-            |name: &str, dims: Vec<pb::tensor_shape_proto::dimension::Value>| pb::ValueInfoProto {
-                name: name.to_string(),
-                r#type: Some(pb::TypeProto {
-                    denotation: String::new(),
-                    value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                        elem_type: DataType::Float as i32,
-                        shape: Some(pb::TensorShapeProto {
-                            dim: dims
-                                .into_iter()
-                                .map(|value| pb::tensor_shape_proto::Dimension {
-                                    denotation: String::new(),
-                                    value: Some(value),
-                                })
-                                .collect(),
-                        }),
-                    })),
-                }),
-                doc_string: String::new(),
-            };
         let batch = || DimParam("batch".to_string());
         let size = network.size as i64;
         pb::GraphProto {
             name: graph_name.to_string(),
             node: self.nodes,
             initializer: self.initializers,
-            input: vec![value(
+            input: vec![f32_value_info(
                 IMAGE_INPUT,
                 vec![
                     batch(),
@@ -316,11 +297,11 @@ impl GraphWriter {
                 ],
             )],
             output: vec![
-                value(
+                f32_value_info(
                     HASH_OUTPUT,
                     vec![batch(), DimValue(network.hash.outputs as i64)],
                 ),
-                value(
+                f32_value_info(
                     PROBS_OUTPUT,
                     vec![batch(), DimValue(network.classifier.outputs as i64)],
                 ),
