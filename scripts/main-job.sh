@@ -30,19 +30,24 @@ build_done=$(date +%s)
 step "train and evaluate DHCNN"
 rm -rf "$out" && mkdir -p "$out"
 # The paper's learning rate (1e-2 decaying to 1e-5 without momentum) is for fine-tuning the whole
-# network; a linear head on frozen features needs momentum and a lighter quantisation weight.
+# network; a linear head on frozen features needs momentum and a lighter quantisation weight than
+# the paper's 25, which collapses the codes here. β 5 rather than 1: the same f32 mAP within seed
+# noise, and hash activations far enough from zero that the int8 model keeps the codes (see
+# docs/results.md, issue 6).
 if orbhash info 2>/dev/null | grep -q "cuda available: true"; then
   echo "CUDA present: fine-tuning the whole network"
-  orbhash train --out "$out" --epochs 30 --lr 0.01 --lr-end 1e-4 --momentum 0.9 --beta 1
+  orbhash train --out "$out" --epochs 30 --lr 0.01 --lr-end 1e-4 --momentum 0.9 --beta 5
 else
-  orbhash train --freeze-backbone --out "$out" --epochs 30 --lr 0.01 --lr-end 1e-4 --momentum 0.9 --beta 1
+  orbhash train --freeze-backbone --out "$out" --epochs 30 --lr 0.01 --lr-end 1e-4 --momentum 0.9 --beta 5
 fi
 
 step "export to ONNX for the board (f32 and int8), verified against the checkpoint"
 orbhash export "$out/checkpoint.safetensors" --out "$out/dhcnn64-f32.onnx" --verify
-# int8 is reported, not required to pass here: see models/README.md for its figures.
+# The default model's int8 file meets issue 6's thresholds, but its label margin is two tiles of
+# 202 (models/README.md): a machine whose libtorch trains a slightly different head may miss it,
+# so a miss is reported here rather than ending the job.
 orbhash export "$out/checkpoint.safetensors" --out "$out/dhcnn64-int8.onnx" --int8 --verify \
-  || echo "(int8 parity below the f32 thresholds: figures above)"
+  || echo "(int8 missed a parity threshold: figures above)"
 edge inspect "$out/dhcnn64-f32.onnx" | grep -E "^card|^input"
 
 step "on board: hash the whole scene, downlink through an intermittent, lossy link"

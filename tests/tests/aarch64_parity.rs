@@ -10,9 +10,12 @@
 //!   records came out identical on 64 real tiles). The shipped int8 model keeps its stem and
 //!   depthwise layers in f32 and quantises their outputs again, so a last-bit difference at an
 //!   int8 rounding boundary becomes a whole int8 step that later layers carry on: on 64 real
-//!   tiles 99.46 % of code bits and every label agreed, and confidences moved by up to 24/255.
-//!   The test holds both shipped models to identical labels, ≥ 99 % of code bits and
-//!   confidences within 32/255.
+//!   tiles 99.46 % of code bits and every label agreed, and confidences moved by up to 24/255;
+//!   the bias-corrected file after it: 99.76 % of bits on 32 tiles, and one label of 32 flipped
+//!   between two near-tied classes. The test holds both shipped models to ≥ 99 % of code bits
+//!   and confidences within 32/255, and lets a label differ only where that bound allows it: if
+//!   no class probability moves by more than δ, the two top classes of a flipped tile were within
+//!   2δ, so both builds' confidence is at most 1/2 + δ.
 //!
 //! The aarch64 binary is the one `scripts/test.sh` builds before the tests (`cargo flight`, an
 //! alias in `.cargo/config.toml`), or the file `ORBHASH_AARCH64_EDGE` names. Without it, qemu or the aarch64 sysroot the test prints why
@@ -37,6 +40,9 @@ const TINY_SCENE_TILES_PER_SIDE: u32 = 6;
 const TINY_TILE: u32 = 16;
 /// How far (in 1/255) a shipped model's confidence may move between the builds.
 const MAX_CONFIDENCE_STEP: i32 = 32;
+/// The highest confidence (in 1/255) a label that differs between the builds may have on either:
+/// 1/2 + `MAX_CONFIDENCE_STEP`, what a near-tie within that bound allows.
+const NEAR_TIE_CONFIDENCE: u8 = 128 + MAX_CONFIDENCE_STEP as u8;
 const QEMU: &str = "qemu-aarch64-static";
 /// Debian's aarch64 C library (package libc6-arm64-cross), which the dynamically linked binary
 /// loads under qemu.
@@ -212,8 +218,19 @@ fn the_aarch64_build_under_qemu_hashes_as_the_x86_64_build() {
         for (tile, expected) in &native {
             let got = &board[tile];
             assert_eq!(got.position, expected.position, "tile {tile}: position");
-            labels_differ += usize::from(got.label != expected.label);
             let step = (i32::from(got.confidence) - i32::from(expected.confidence)).abs();
+            if got.label != expected.label {
+                labels_differ += 1;
+                assert!(
+                    got.confidence.max(expected.confidence) <= NEAR_TIE_CONFIDENCE,
+                    "{precision}, tile {tile}: the label changed from {} ({}/255) to {} ({}/255), \
+                     more than a near-tie",
+                    expected.label,
+                    expected.confidence,
+                    got.label,
+                    got.confidence
+                );
+            }
             largest_confidence_step = largest_confidence_step.max(step);
             differing_bits += hamming(&got.code, &expected.code).expect("same code length");
             total_bits += u32::from(expected.code.bits());
@@ -226,7 +243,6 @@ fn the_aarch64_build_under_qemu_hashes_as_the_x86_64_build() {
              ({:.2} % agree), confidences at most {largest_confidence_step}/255 apart",
             agreement * 100.0
         );
-        assert_eq!(labels_differ, 0, "{precision}: labels differ");
         assert!(
             largest_confidence_step <= MAX_CONFIDENCE_STEP,
             "{precision}: a confidence moved {largest_confidence_step}/255"

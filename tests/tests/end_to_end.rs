@@ -52,6 +52,7 @@ fn train_export_hash_downlink_ingest_and_find_a_tile_by_its_image() {
         calibration_tiles: 64,
         weights: WeightScaling::PerChannel,
         keep_f32: vec![],
+        bias_correction: true,
     };
     let (f32_file, f32_model) = export(&options("f32.onnx", false)).expect("exports f32");
     let report = verify::verify(&outcome.checkpoint, &f32_model, None).expect("verifies");

@@ -46,6 +46,11 @@ pub struct ExportArgs {
         default_value = "stem,depthwise"
     )]
     pub keep_f32: Vec<KeepF32>,
+    /// int8: keep the checkpoint's biases. By default each layer's bias absorbs the shift of its
+    /// mean output that rounding to int8 leaves (measured on the calibration tiles against the
+    /// f32 network), which global pooling would pass on to the hash layer whole.
+    #[arg(long = "no-bias-correction", action = clap::ArgAction::SetFalse)]
+    pub bias_correction: bool,
     /// Run the written file with tract on the data set and compare with the checkpoint in tch;
     /// fails unless the parity thresholds hold (see `orbhash export --help`).
     #[arg(long)]
@@ -78,6 +83,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
         calibration_tiles: args.calibration_tiles,
         weights: args.weights,
         keep_f32: args.keep_f32.clone(),
+        bias_correction: args.bias_correction,
     };
     let (exported, model) = export(&options)?;
     let report = if args.verify {

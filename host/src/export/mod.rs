@@ -5,9 +5,11 @@
 //! - [`onnx`] writes them as an f32 graph or an int8 graph (QLinearConv, which tract runs as
 //!   integer kernels), opset 13;
 //! - int8 activation ranges are calibrated on real training tiles by running the f32 graph with
-//!   tract and reading every intermediate value;
+//!   tract and reading every intermediate value; [`bias`] then corrects the int8 graph's biases
+//!   against the mean shift that quantisation leaves, measured on the same tiles;
 //! - [`verify`] runs the exported file with tract against tch's forward of the checkpoint.
 
+pub mod bias;
 pub mod cli;
 pub mod graph;
 pub mod onnx;
@@ -52,6 +54,8 @@ pub struct ExportOptions {
     pub weights: WeightScaling,
     /// Convolutions an int8 export keeps in f32.
     pub keep_f32: Vec<KeepF32>,
+    /// Correct the int8 graph's biases for the mean shift quantisation leaves ([`bias`]).
+    pub bias_correction: bool,
 }
 
 /// What was written.
@@ -96,14 +100,19 @@ pub fn export(options: &ExportOptions) -> anyhow::Result<(Exported, ExportedMode
         let mut config = checkpoint.info.config.clone();
         config.data = data_dir;
         let dataset = load_dataset(&config)?;
+        let indices: Vec<usize> = dataset
+            .indices(SplitName::Database)
+            .into_iter()
+            .take(options.calibration_tiles.max(1))
+            .collect();
         let ranges = calibrate(
             &f32_bytes,
             &network,
             &dataset,
+            &indices,
             options.calibration,
-            options.calibration_tiles,
         )?;
-        let graph = onnx::int8_graph(&network, &ranges, options.weights, &options.keep_f32)?;
+        let graph = int8_graph(&network, &ranges, options, &dataset, &indices)?;
         let card = card(
             &checkpoint,
             &network,
@@ -187,19 +196,14 @@ fn card(
 
 const CALIBRATION_BATCH: usize = 16;
 
-/// Activation ranges of every network value over up to `tiles` database tiles.
+/// Activation ranges of every network value over the calibration tiles `indices`.
 fn calibrate(
     f32_bytes: &[u8],
     network: &Network,
     dataset: &Dataset,
+    indices: &[usize],
     calibration: Calibration,
-    tiles: usize,
 ) -> anyhow::Result<Vec<Range>> {
-    let indices: Vec<usize> = dataset
-        .indices(SplitName::Database)
-        .into_iter()
-        .take(tiles.max(1))
-        .collect();
     anyhow::ensure!(!indices.is_empty(), "no database tiles to calibrate on");
     let names: Vec<String> = (1..=network.last_value()).map(onnx::value_name).collect();
     let model =
@@ -224,6 +228,37 @@ fn calibrate(
         .into_iter()
         .map(|batches| combine(&batches, calibration))
         .collect())
+}
+
+/// The int8 graph of `network` with activation ranges `ranges`, its biases corrected on the
+/// calibration tiles `indices` unless the options turn that off.
+fn int8_graph(
+    network: &Network,
+    ranges: &[Range],
+    options: &ExportOptions,
+    dataset: &Dataset,
+    indices: &[usize],
+) -> anyhow::Result<tract_onnx::pb::GraphProto> {
+    if !options.bias_correction {
+        return onnx::int8_graph(network, ranges, options.weights, &options.keep_f32);
+    }
+    let int8_weights = |input: usize, conv: &graph::Conv| {
+        (!onnx::runs_in_f32(&options.keep_f32, input, conv))
+            .then(|| onnx::dequantised_weights(conv, options.weights))
+    };
+    let pixels: Vec<f32> = indices
+        .iter()
+        .flat_map(|&index| dataset.samples[index].pixels.iter().copied())
+        .collect();
+    let size = network.size as i64;
+    let images = tch::Tensor::from_slice(&pixels).f_view([
+        indices.len() as i64,
+        network.channels as i64,
+        size,
+        size,
+    ])?;
+    let corrected = bias::corrected(network, ranges, int8_weights, &images)?;
+    onnx::int8_graph(&corrected, ranges, options.weights, &options.keep_f32)
 }
 
 /// A batch of `batch` rows from `indices` (zero rows past the end) shaped as the model wants.

@@ -87,6 +87,11 @@ pub enum KeepF32 {
     None,
 }
 
+/// Whether an int8 graph keeping `keep` in f32 computes `conv` (reading value `input`) in f32.
+pub fn runs_in_f32(keep: &[KeepF32], input: usize, conv: &Conv) -> bool {
+    keep.iter().any(|k| k.matches(input, conv))
+}
+
 impl KeepF32 {
     fn matches(self, input: usize, conv: &Conv) -> bool {
         match self {
@@ -376,7 +381,7 @@ pub fn int8_graph(
         let n = index + 1;
         let (out_scale, out_zero) = qparams(&mut writer, n);
         match step {
-            Step::Conv { input, conv } if keep_f32.iter().any(|k| k.matches(*input, conv)) => {
+            Step::Conv { input, conv } if runs_in_f32(keep_f32, *input, conv) => {
                 let (in_scale, in_zero) = qparams(&mut writer, *input);
                 let dequantised = format!("{}_f32", q(*input));
                 writer.node(
@@ -421,7 +426,7 @@ pub fn int8_graph(
                     .iter()
                     .enumerate()
                     .map(|(o, b)| {
-                        let w_scale = w_scales[if w_scales.len() == 1 { 0 } else { o }];
+                        let w_scale = output_scale(&w_scales, o);
                         (f64::from(*b) / (f64::from(x_scale) * f64::from(w_scale)))
                             .round()
                             .clamp(f64::from(i32::MIN), f64::from(i32::MAX))
@@ -496,6 +501,22 @@ pub fn int8_graph(
     Ok(writer.finish(network, "orbhash-dhcnn-int8"))
 }
 
+/// The weights an int8 graph computes `conv` with: its int8 weights times their scale.
+pub fn dequantised_weights(conv: &Conv, scaling: WeightScaling) -> Vec<f32> {
+    let (quantised, scales) = quantise_weights(conv, scaling);
+    let per_output = quantised.len() / conv.out_channels.max(1);
+    quantised
+        .iter()
+        .enumerate()
+        .map(|(i, q)| f32::from(*q) * output_scale(&scales, i / per_output))
+        .collect()
+}
+
+/// The weight scale of output channel `output`: one per channel, or one for the whole tensor.
+fn output_scale(scales: &[f32], output: usize) -> f32 {
+    scales[if scales.len() == 1 { 0 } else { output }]
+}
+
 /// Symmetric int8 weights and their scale(s).
 fn quantise_weights(conv: &Conv, scaling: WeightScaling) -> (Vec<i8>, Vec<f32>) {
     let per_output = conv.weight.len() / conv.out_channels;
@@ -516,7 +537,7 @@ fn quantise_weights(conv: &Conv, scaling: WeightScaling) -> (Vec<i8>, Vec<f32>) 
         .iter()
         .enumerate()
         .map(|(i, w)| {
-            let scale = scales[if scales.len() == 1 { 0 } else { i / per_output }];
+            let scale = output_scale(&scales, i / per_output);
             (w / scale).round().clamp(-127.0, 127.0) as i8
         })
         .collect();
@@ -567,5 +588,34 @@ mod tests {
         assert!((real(127) - 1.0).abs() <= signed.scale, "{signed:?}");
         let positive_only = QuantParams::for_range(Range { min: 2.0, max: 4.0 });
         assert_eq!(positive_only.zero_point, -128, "the range is widened to 0");
+    }
+
+    #[test]
+    fn dequantised_weights_are_within_half_a_step_of_each_channels_weights() {
+        let conv = Conv {
+            name: "c".into(),
+            // Channel 0 spans ±1, channel 1 ±100: per-channel scales differ by 100×.
+            weight: vec![1.0, -0.3, 0.01, -1.0, 100.0, -30.0, 1.0, -100.0],
+            out_channels: 2,
+            in_per_group: 4,
+            kernel: 1,
+            bias: vec![0.0; 2],
+            stride: 1,
+            pads: [0; 4],
+            groups: 1,
+            relu6: false,
+        };
+        let per_channel = dequantised_weights(&conv, WeightScaling::PerChannel);
+        for (i, (got, want)) in per_channel.iter().zip(&conv.weight).enumerate() {
+            let half_step = if i < 4 { 1.0 / 254.0 } else { 100.0 / 254.0 };
+            assert!(
+                (got - want).abs() <= half_step * 1.0001,
+                "{i}: {got} vs {want}"
+            );
+        }
+        // One scale for both channels: channel 0's small weights round to whole steps of 100/127.
+        let per_tensor = dequantised_weights(&conv, WeightScaling::PerTensor);
+        assert_eq!(per_tensor[2], 0.0);
+        assert!((per_tensor[0] - 100.0 / 127.0).abs() < 1e-5);
     }
 }

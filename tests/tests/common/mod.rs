@@ -60,6 +60,7 @@ pub fn tiny_model(dir: &Path, tile: u32, precision: Precision) -> PathBuf {
         calibration_tiles: 8,
         weights: WeightScaling::PerChannel,
         keep_f32: vec![],
+        bias_correction: true,
     })
     .expect("exports");
     out
