@@ -58,6 +58,9 @@ fn train_export_hash_downlink_ingest_and_find_a_tile_by_its_image() {
     let report = verify::verify(&outcome.checkpoint, &f32_model, None).expect("verifies");
     assert!(report.passed(), "f32 parity: {:?}", report.failures);
     assert!(report.max_hash_error <= 1e-4);
+    // The query tiles' own figures pick the right rows: on f32 they agree as the whole set does.
+    assert_eq!(report.query_label_agreement, 1.0);
+    assert!(report.query_bit_agreement > 0.999, "{report:?}");
     let (int8_file, int8_model) = export(&options("int8.onnx", true)).expect("exports int8");
     assert!(
         int8_file.bytes * 3 < f32_file.bytes,

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use orbhash_shared::card::Precision;
+
 use super::onnx::{KeepF32, WeightScaling};
 use super::{export, verify, Calibration, ExportOptions};
 
@@ -107,8 +109,19 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
             exported.bytes as f64 / 1e6
         );
         if let Some(report) = &report {
+            // Only int8 is fitted to tiles (calibration, bias correction), all of them database
+            // tiles: the query tiles show how it does on tiles it never saw.
+            let unseen = if report.precision == Precision::Int8.name() {
+                format!(
+                    " (query tiles alone, unseen by calibration: {:.3} %, {:.2} %)",
+                    report.query_bit_agreement * 100.0,
+                    report.query_label_agreement * 100.0
+                )
+            } else {
+                String::new()
+            };
             println!(
-                "verify on {} tiles: max |Δhash| {:.2e}, code bits agree {:.3} %, labels agree {:.2} %, \
+                "verify on {} tiles: max |Δhash| {:.2e}, code bits agree {:.3} %, labels agree {:.2} %{unseen}, \
                  mAP {:.4} (checkpoint {:.4}), OA {:.4} (checkpoint {:.4})",
                 report.tiles,
                 report.max_hash_error,

@@ -13,6 +13,7 @@ use serde::Serialize;
 use tch::{Device, Tensor};
 
 use crate::data::folder::Dataset;
+use crate::data::SplitName;
 use crate::train::checkpoint::Checkpoint;
 use crate::train::evaluate::{hash_dataset, HashedDataset};
 use crate::train::trainer::load_dataset;
@@ -34,6 +35,10 @@ pub struct VerifyReport {
     /// Bits that differ although tch's activation is at least 1e-4 from zero.
     pub bits_flipped_beyond_tolerance: usize,
     pub label_agreement: f64,
+    /// The same two on the query tiles alone: int8 calibration and bias correction use database
+    /// tiles, so these are the tiles the export never saw.
+    pub query_bit_agreement: f64,
+    pub query_label_agreement: f64,
     /// mAP of the data set's queries against its database: tch's f32 forward and the file's.
     pub map_checkpoint: f64,
     pub map_model: f64,
@@ -110,12 +115,29 @@ pub fn verify(
     };
     let bit_agreement = 1.0 - flipped(0.0) as f64 / hash.len().max(1) as f64;
     let classes = reference.classes.len();
-    let labels_agreeing = probs
-        .chunks(classes)
-        .zip(reference_probs.chunks(classes))
-        .filter(|(a, b)| argmax(a) == argmax(b))
+    let bits = reference.bits;
+    let same_label = |tile: usize| {
+        argmax(&probs[tile * classes..(tile + 1) * classes])
+            == argmax(&reference_probs[tile * classes..(tile + 1) * classes])
+    };
+    let same_bits = |tile: usize| {
+        let range = tile * bits..(tile + 1) * bits;
+        hash[range.clone()]
+            .iter()
+            .zip(&reference_hash[range])
+            .filter(|(a, b)| (**a > 0.0) == (**b > 0.0))
+            .count()
+    };
+    let labels_agreeing = (0..dataset.samples.len())
+        .filter(|&t| same_label(t))
         .count();
     let label_agreement = labels_agreeing as f64 / dataset.samples.len().max(1) as f64;
+    let queries = dataset.indices(SplitName::Query);
+    let query_tiles = queries.len().max(1) as f64;
+    let query_label_agreement =
+        queries.iter().filter(|&&t| same_label(t)).count() as f64 / query_tiles;
+    let query_bit_agreement = queries.iter().map(|&t| same_bits(t)).sum::<usize>() as f64
+        / (query_tiles * bits.max(1) as f64);
 
     let data_name = config
         .data
@@ -189,6 +211,8 @@ pub fn verify(
         bit_agreement,
         bits_flipped_beyond_tolerance: flipped(F32_MAX_HASH_ERROR),
         label_agreement,
+        query_bit_agreement,
+        query_label_agreement,
         map_checkpoint,
         map_model,
         oa_checkpoint: accuracy(&reference_report),
