@@ -42,7 +42,7 @@ fn train_export_hash_downlink_ingest_and_find_a_tile_by_its_image() {
     let outcome = train(&config, DeviceChoice::Cpu, work.path(), None).expect("trains");
     assert_eq!(outcome.epochs_done, 3);
 
-    // 2. Export f32 and int8; the f32 file must meet the parity thresholds.
+    // 2. Export f32 and int8; both must meet their parity thresholds (issue 6).
     let options = |out: &str, int8: bool| ExportOptions {
         checkpoint: outcome.checkpoint.clone(),
         out: work.path().join(out),
