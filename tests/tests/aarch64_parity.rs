@@ -9,17 +9,17 @@
 //!   x86-64, which round differently in the last bit. The f32 model's outputs absorb that (its
 //!   records came out identical on 64 real tiles). The shipped int8 model keeps its stem and
 //!   depthwise layers in f32 and quantises their outputs again, so a last-bit difference at an
-//!   int8 rounding boundary becomes a whole int8 step that later layers carry on: on 64 real
-//!   tiles 99.46 % of code bits and every label agreed, and confidences moved by up to 24/255;
-//!   the bias-corrected file after it: 99.76 % of bits on 32 tiles, and one label of 32 flipped
+//!   int8 rounding boundary becomes a whole int8 step that later layers carry on: on 32 real
+//!   tiles 99.76 % of code bits agreed, confidences moved by up to 14/255, and one label flipped
 //!   between two near-tied classes. The test holds both shipped models to ≥ 99 % of code bits
 //!   and confidences within 32/255, and lets a label differ only where that bound allows it: if
 //!   no class probability moves by more than δ, the two top classes of a flipped tile were within
 //!   2δ, so both builds' confidence is at most 1/2 + δ.
 //!
 //! The aarch64 binary is the one `scripts/test.sh` builds before the tests (`cargo flight`, an
-//! alias in `.cargo/config.toml`), or the file `ORBHASH_AARCH64_EDGE` names. Without it, qemu or the aarch64 sysroot the test prints why
-//! it skipped. qemu's speed says nothing about the board's.
+//! alias in `.cargo/config.toml`), or the file `ORBHASH_AARCH64_EDGE` names. Without it, qemu or
+//! the aarch64 sysroot the test prints why it skipped. qemu's speed says nothing about the
+//! board's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -26,7 +26,7 @@ use serde::Serialize;
 use crate::data::folder::Dataset;
 use crate::data::{Manifest, SplitName};
 use crate::train::checkpoint::Checkpoint;
-use crate::train::trainer::load_dataset;
+use crate::train::trainer::{load_dataset, plain_images};
 
 use graph::Network;
 use onnx::{KeepF32, Range, WeightScaling};
@@ -246,17 +246,7 @@ fn int8_graph(
         (!onnx::runs_in_f32(&options.keep_f32, input, conv))
             .then(|| onnx::dequantised_weights(conv, options.weights))
     };
-    let pixels: Vec<f32> = indices
-        .iter()
-        .flat_map(|&index| dataset.samples[index].pixels.iter().copied())
-        .collect();
-    let size = network.size as i64;
-    let images = tch::Tensor::from_slice(&pixels).f_view([
-        indices.len() as i64,
-        network.channels as i64,
-        size,
-        size,
-    ])?;
+    let images = plain_images(dataset, indices, tch::Device::Cpu);
     let corrected = bias::corrected(network, ranges, int8_weights, &images)?;
     onnx::int8_graph(&corrected, ranges, options.weights, &options.keep_f32)
 }

@@ -113,31 +113,37 @@ pub fn verify(
             .filter(|(a, b)| (**a > 0.0) != (**b > 0.0) && b.abs() >= tolerance)
             .count()
     };
-    let bit_agreement = 1.0 - flipped(0.0) as f64 / hash.len().max(1) as f64;
-    let classes = reference.classes.len();
-    let bits = reference.bits;
-    let same_label = |tile: usize| {
-        argmax(&probs[tile * classes..(tile + 1) * classes])
-            == argmax(&reference_probs[tile * classes..(tile + 1) * classes])
+    let (classes, bits) = (reference.classes.len(), reference.bits);
+    // Code bits and labels that agree, over the given tiles.
+    let agreeing = |tiles: &[usize]| -> (usize, usize) {
+        let mut same_bits = 0;
+        let mut same_labels = 0;
+        for &tile in tiles {
+            let codes = tile * bits..(tile + 1) * bits;
+            same_bits += hash[codes.clone()]
+                .iter()
+                .zip(&reference_hash[codes])
+                .filter(|(a, b)| (**a > 0.0) == (**b > 0.0))
+                .count();
+            let row = tile * classes..(tile + 1) * classes;
+            same_labels +=
+                usize::from(argmax(&probs[row.clone()]) == argmax(&reference_probs[row]));
+        }
+        (same_bits, same_labels)
     };
-    let same_bits = |tile: usize| {
-        let range = tile * bits..(tile + 1) * bits;
-        hash[range.clone()]
-            .iter()
-            .zip(&reference_hash[range])
-            .filter(|(a, b)| (**a > 0.0) == (**b > 0.0))
-            .count()
+    let fractions = |(same_bits, same_labels): (usize, usize), tiles: usize| {
+        let tiles = tiles.max(1) as f64;
+        (
+            same_bits as f64 / (tiles * bits.max(1) as f64),
+            same_labels as f64 / tiles,
+        )
     };
-    let labels_agreeing = (0..dataset.samples.len())
-        .filter(|&t| same_label(t))
-        .count();
-    let label_agreement = labels_agreeing as f64 / dataset.samples.len().max(1) as f64;
+    let (bits_agreeing, labels_agreeing) =
+        agreeing(&(0..dataset.samples.len()).collect::<Vec<_>>());
+    let (bit_agreement, label_agreement) =
+        fractions((bits_agreeing, labels_agreeing), dataset.samples.len());
     let queries = dataset.indices(SplitName::Query);
-    let query_tiles = queries.len().max(1) as f64;
-    let query_label_agreement =
-        queries.iter().filter(|&&t| same_label(t)).count() as f64 / query_tiles;
-    let query_bit_agreement = queries.iter().map(|&t| same_bits(t)).sum::<usize>() as f64
-        / (query_tiles * bits.max(1) as f64);
+    let (query_bit_agreement, query_label_agreement) = fractions(agreeing(&queries), queries.len());
 
     let data_name = config
         .data

@@ -196,14 +196,20 @@ fn image_batch(
         .to_device(device)
 }
 
+/// Samples `indices` as they are (no augmentation), as an image tensor on `device`.
+pub fn plain_images(dataset: &Dataset, indices: &[usize], device: Device) -> Tensor {
+    // The identity augmentation draws nothing from it.
+    let mut unused = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    image_batch(dataset, indices, Augment::default(), &mut unused, device)
+}
+
 /// Backbone features of every sample, in sample order, computed once in evaluation mode.
 pub fn backbone_features(model: &Dhcnn, dataset: &Dataset, batch: usize, device: Device) -> Tensor {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let all: Vec<usize> = (0..dataset.samples.len()).collect();
     let chunks: Vec<Tensor> = all
         .chunks(batch.max(1))
         .map(|indices| {
-            let images = image_batch(dataset, indices, Augment::default(), &mut rng, device);
+            let images = plain_images(dataset, indices, device);
             tch::no_grad(|| model.backbone.features_t(&images, false))
         })
         .collect();
