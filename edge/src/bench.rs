@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::hasher::{Hasher, HasherError};
-use crate::model::NodeTime;
+use orbhash_infer::hasher::{Hasher, HasherError};
+use orbhash_infer::model::NodeTime;
 use crate::source::{SourceError, TileSource};
-use crate::threads::{use_threads, ThreadsUnavailable};
+use orbhash_infer::threads::{use_threads, ThreadsUnavailable};
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {

@@ -7,10 +7,10 @@ use std::time::Duration;
 use crate::bench::{bench, profile, profile_table, table, BenchOptions, ProfileOptions};
 use crate::link::{LinkTarget, Simulation};
 use crate::run::{run as run_pipeline, RunOptions};
-use crate::{Hasher, OnnxModel};
+use orbhash_infer::{Hasher, OnnxModel};
 use clap::{Parser, Subcommand};
-use orbhash_shared::card::ModelCard;
-use orbhash_shared::MacKey;
+use orbhash_contract::card::ModelCard;
+use orbhash_wire::MacKey;
 
 /// orbhash on board: hash image tiles with the exported DHCNN model and downlink their codes.
 #[derive(Debug, Parser)]
@@ -189,7 +189,7 @@ pub fn main() -> ExitCode {
         Err(error) => {
             eprintln!(
                 "orbhash-edge: error: {}",
-                orbhash_shared::error_chain(error.as_ref())
+                format!("{error:#}")
             );
             ExitCode::FAILURE
         }
@@ -234,7 +234,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 seed: args.seed,
             });
             let key = args.key.as_deref().map(parse_key).transpose()?;
-            crate::threads::use_threads(args.threads)?;
+            orbhash_infer::threads::use_threads(args.threads)?;
             let options = RunOptions {
                 model: args.model,
                 tiles: args.tiles,

@@ -27,7 +27,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use orbhash_shared::{Decoder, OwnedEvent};
+use orbhash_wire::{Decoder, OwnedEvent};
 
 /// A segment is closed and a new one started once it holds this many bytes.
 pub const SEGMENT_BYTES: u64 = 64 * 1024;

@@ -18,11 +18,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use orbhash_shared::{MacKey, PacketContext, PacketWriter, Record, TilePosition, WriterConfig};
+use orbhash_wire::{MacKey, PacketContext, PacketWriter, Record, TilePosition, WriterConfig};
 use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 
-use crate::hasher::{Hashed, Hasher, HasherError};
+use orbhash_infer::hasher::{Hashed, Hasher, HasherError};
 use crate::link::{ChannelStats, Link, LinkTarget, Simulation};
 use crate::queue::{Queue, QueueError, QueueStats};
 use crate::source::{SourceError, Tile, TileProblem, TileSource};
@@ -249,14 +249,14 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
                         confidence: hashed.confidence,
                         code: hashed.code,
                     };
-                    let mut sink = orbhash_shared::StdIo(&mut frames);
+                    let mut sink = orbhash_wire::StdIo(&mut frames);
                     writer
                         .push(&record, &mut sink)
                         .map_err(|e| RunError::Packet(format!("{e:?}")))?;
                     counters.records.fetch_add(1, Ordering::Relaxed);
                     commit(&mut frames)?;
                 }
-                let mut sink = orbhash_shared::StdIo(&mut frames);
+                let mut sink = orbhash_wire::StdIo(&mut frames);
                 writer
                     .flush(&mut sink)
                     .map_err(|e| RunError::Packet(format!("{e:?}")))?;

@@ -9,9 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
-use orbhash_shared::card::TileSpec;
-use orbhash_shared::raster::{read_image, RawImage};
-use orbhash_shared::{scene_id_of, MapCoordinates, TileGrid};
+use orbhash_contract::card::TileSpec;
+use orbhash_contract::raster::{read_image, RawImage};
+use orbhash_wire::{scene_id_of, MapCoordinates, TileGrid};
 
 /// One tile ready for preprocessing.
 #[derive(Debug, Clone)]

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-/// orbhash on the ground: train the DHCNN hashing model, export it for the satellite, and run the
-/// ground station that ingests downlinked hash codes and searches them by Hamming distance.
+/// orbhash's training side: build the data sets, train the DHCNN hashing model, evaluate it and
+/// export it for the satellite; `orbhash ground` runs the ground station's command line.
 #[derive(Debug, Parser)]
 #[command(name = "orbhash", version, about, long_about = None)]
 pub struct Cli {
@@ -23,24 +23,21 @@ pub enum Command {
     Data(crate::data::cli::DataArgs),
     /// Train DHCNN (backbone -> K-bit hash layer -> classifier) on a labelled data set and write
     /// a checkpoint, a JSONL metrics log and (after training) the evaluation report.
-    #[cfg(feature = "train")]
     Train(Box<crate::train::cli::TrainArgs>),
     /// Evaluate a checkpoint: hash the database and the queries, then measure retrieval (mAP by
     /// Hamming ranking, precision/recall at k and within a radius) and classification (OA, AA,
     /// kappa, confusion matrix). Writes report.json and PNG plots.
-    #[cfg(feature = "train")]
     Eval(crate::train::cli::EvalArgs),
     /// Export a checkpoint as an ONNX model for the board (f32, or int8 calibrated on real tiles),
     /// with its model card inside; `--verify` checks it with tract against the checkpoint.
-    #[cfg(feature = "train")]
     Export(crate::export::cli::ExportArgs),
     /// Benchmarks: the retrieval methods compared on one data set, and one training step's time.
-    #[cfg(feature = "train")]
     #[command(subcommand)]
     Bench(crate::train::cli::BenchCommand),
     /// The ground station: ingest downlinked records into the archive, search it by Hamming
-    /// distance, report passes and losses. Needs no libtorch.
-    Ground(crate::ground::cli::GroundArgs),
+    /// distance, report passes and losses. The same command line as the `orbhash-ground` binary,
+    /// which a ground station runs without libtorch.
+    Ground(orbhash_ground::cli::GroundArgs),
     /// Pretrained backbone weights: import them from a PyTorch checkpoint, and check them on real
     /// photos.
     #[command(subcommand)]
@@ -62,11 +59,9 @@ pub enum WeightsCommand {
     /// Classify photos with imported EfficientNet-Lite0 weights and print each one's top-5
     /// ImageNet classes: right weights give sensible answers only with the right padding and
     /// normalisation, so this is how those are checked.
-    #[cfg(feature = "train")]
     Classify(ClassifyArgs),
 }
 
-#[cfg(feature = "train")]
 #[derive(Debug, clap::Args)]
 pub struct ClassifyArgs {
     /// EfficientNet-Lite0 weights in safetensors (see `orbhash weights import`).
@@ -93,7 +88,6 @@ pub struct ClassifyArgs {
     pub photos: Vec<PathBuf>,
 }
 
-#[cfg(feature = "train")]
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum PaddingArg {
     TfSame,
@@ -104,7 +98,6 @@ pub enum PaddingArg {
 pub struct InfoArgs {
     /// Device to run the check convolution on: `auto` (CUDA when usable, else CPU), `cpu` or
     /// `cuda` (fails when CUDA is not usable).
-    #[cfg(feature = "train")]
     #[arg(long, default_value = "auto")]
     pub device: crate::torch::DeviceChoice,
 }
@@ -113,15 +106,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info(args) => info(&args),
         Command::Data(args) => crate::data::cli::run(args),
-        Command::Ground(args) => crate::ground::cli::run(args),
-        #[cfg(feature = "train")]
+        Command::Ground(args) => orbhash_ground::cli::run(args),
         Command::Train(args) => crate::train::cli::run(*args),
-        #[cfg(feature = "train")]
         Command::Eval(args) => crate::train::cli::run_eval(&args),
-        #[cfg(feature = "train")]
         Command::Bench(command) => crate::train::cli::run_bench(command),
         Command::Weights(command) => weights(command),
-        #[cfg(feature = "train")]
         Command::Export(args) => crate::export::cli::run(&args),
     }
 }
@@ -139,12 +128,10 @@ fn weights(command: WeightsCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        #[cfg(feature = "train")]
         WeightsCommand::Classify(args) => classify(&args),
     }
 }
 
-#[cfg(feature = "train")]
 fn classify(args: &ClassifyArgs) -> anyhow::Result<()> {
     use crate::model::{effnet::Padding, imagenet};
 
@@ -170,7 +157,6 @@ fn classify(args: &ClassifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(feature = "train")]
 fn info(args: &InfoArgs) -> anyhow::Result<()> {
     use crate::torch::{cuda_support, select_device, CudaSupport};
 
@@ -197,9 +183,3 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(not(feature = "train"))]
-fn info(_args: &InfoArgs) -> anyhow::Result<()> {
-    println!("orbhash {}", env!("CARGO_PKG_VERSION"));
-    println!("training support: no (ground-station build, without libtorch)");
-    Ok(())
-}

@@ -9,7 +9,7 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!(
                 "orbhash: error: {}",
-                orbhash_shared::error_chain(error.as_ref())
+                format!("{error:#}")
             );
             ExitCode::FAILURE
         }

@@ -12,7 +12,7 @@ use orbhash_host::data::preprocess::{dihedral, Augment, BandScale, InputSpec};
 use orbhash_host::data::rasterize::{burn_all, LabelGrid};
 use orbhash_host::data::split::{blocked_split, per_class_split, query_count, rng, Footprint};
 use orbhash_host::data::{DataError, SplitName};
-use orbhash_shared::raster::{read_image, Georeference};
+use orbhash_contract::raster::{read_image, Georeference};
 
 /// Unit pixels, north-up, map y = 10 at the top row's upper edge.
 const GRID: GeoTransform = GeoTransform {

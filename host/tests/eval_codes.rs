@@ -1,8 +1,8 @@
 //! CodeSet packing agrees bit for bit with the wire `Code`, and its Hamming distances with
-//! `orbhash_shared::hamming`.
+//! `orbhash_wire::hamming`.
 
 use orbhash_host::eval::{CodeSet, EvalError};
-use orbhash_shared::{hamming, Code};
+use orbhash_wire::{hamming, Code};
 
 /// A deterministic mix of positive, negative and zero activations.
 fn activations(rows: usize, bits: usize) -> Vec<f32> {

@@ -1,13 +1,13 @@
 //! Encode and decode throughput (records/s) and bytes per tile on the wire, all framing included.
 //!
-//! `cargo bench -p orbhash-shared` (short measurements; add `-- --measurement-time 10` for more).
+//! `cargo bench -p orbhash-wire` (short measurements; add `-- --measurement-time 10` for more).
 //! Bytes per tile are printed once per K before its measurements.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use orbhash_shared::{
+use orbhash_wire::{
     Code, Decoder, Event, MacKey, ModelId, PacketContext, PacketWriter, Record, TileGrid,
     TilePosition, WriterConfig,
 };

@@ -357,7 +357,7 @@ enum Boundary {
 /// Streaming decoder: feed it bytes in chunks of any size.
 ///
 /// ```
-/// # use orbhash_shared::{Decoder, Event};
+/// # use orbhash_wire::{Decoder, Event};
 /// let mut decoder = Decoder::new();
 /// let mut input: &[u8] = &[0x01, 0x00, 0xff, 0x00];
 /// while let Some(event) = decoder.feed(&mut input) {

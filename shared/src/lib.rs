@@ -17,20 +17,12 @@
 #[cfg(feature = "std")]
 extern crate std;
 
-#[cfg(feature = "imagery")]
-pub mod card;
 pub mod code;
 pub mod decoder;
-#[cfg(feature = "imagery")]
-pub mod input;
 #[cfg(feature = "std")]
 pub mod io;
 pub mod packet;
-#[cfg(feature = "imagery")]
-pub mod raster;
 pub mod record;
-#[cfg(feature = "std")]
-pub mod report;
 mod wire;
 pub mod writer;
 
@@ -48,6 +40,4 @@ pub use record::{
     confidence_probability, quantise_confidence, scene_id_of, MapCoordinates, ModelId, Record,
     TileGrid, TilePosition,
 };
-#[cfg(feature = "std")]
-pub use report::error_chain;
 pub use writer::{encode_frame, PacketWriter, WriteError, WriterConfig, MAX_FRAME_LEN};

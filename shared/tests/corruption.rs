@@ -5,15 +5,15 @@
 //! every intact frame that starts right after a delimiter is recovered, corrupted neighbour or
 //! not; the decoder's missing count equals the packets actually lost.
 //!
-//! `cargo test -p orbhash-shared --test corruption` runs 20 000 packets; the run with over 10^6 damaged packets:
-//! `cargo test -p orbhash-shared --release --test corruption -- --ignored --nocapture`.
+//! `cargo test -p orbhash-wire --test corruption` runs 20 000 packets; the run with over 10^6 damaged packets:
+//! `cargo test -p orbhash-wire --release --test corruption -- --ignored --nocapture`.
 
 mod common;
 
 use std::collections::{HashMap, HashSet};
 
 use common::*;
-use orbhash_shared::{Decoder, Event, PacketWriter, Record, WriterConfig};
+use orbhash_wire::{Decoder, Event, PacketWriter, Record, WriterConfig};
 
 #[derive(Debug, Default)]
 struct Tally {

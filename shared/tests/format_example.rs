@@ -2,8 +2,8 @@
 
 mod common;
 
-use orbhash_shared::packet::MAX_PACKET_LEN;
-use orbhash_shared::{
+use orbhash_wire::packet::MAX_PACKET_LEN;
+use orbhash_wire::{
     decode_packet, encode_frame, encode_packet, Code, ModelId, PacketContext, Record, TileGrid,
     TilePosition, MAX_FRAME_LEN,
 };

@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use orbhash_shared::packet::MAX_PACKET_LEN;
-use orbhash_shared::{
+use orbhash_wire::packet::MAX_PACKET_LEN;
+use orbhash_wire::{
     encode_frame, encode_packet, Continuity, Decoder, FrameError, MacKey, PacketError, Rejection,
     SequenceError, MAX_FRAME_LEN,
 };

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use orbhash_shared::{Decoder, OwnedEvent, PacketWriter, StdIo, StreamDecoder, WriterConfig};
+use orbhash_wire::{Decoder, OwnedEvent, PacketWriter, StdIo, StreamDecoder, WriterConfig};
 
 #[test]
 fn a_file_written_through_std_io_reads_back_event_for_event() {

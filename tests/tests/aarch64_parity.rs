@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use orbhash_shared::{hamming, Decoder, OwnedEvent, Record};
+use orbhash_wire::{hamming, Decoder, OwnedEvent, Record};
 use orbhash_tests::{repo_root, s2_data_set};
 
 mod common;

@@ -42,8 +42,8 @@ fn named(dependencies: &[String], crate_name: &str) -> bool {
 
 #[test]
 fn shared_imports_no_other_orbhash_crate() {
-    let dependencies = normal_dependencies("orbhash-shared", &[]);
-    assert!(named(&dependencies, "orbhash-shared"), "{dependencies:?}");
+    let dependencies = normal_dependencies("orbhash-wire", &[]);
+    assert!(named(&dependencies, "orbhash-wire"), "{dependencies:?}");
     for other in ["orbhash-host", "orbhash-edge", "orbhash-tests"] {
         assert!(!named(&dependencies, other), "shared depends on {other}");
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use orbhash_shared::{Decoder, OwnedEvent, Rejection, SequenceError};
+use orbhash_wire::{Decoder, OwnedEvent, Rejection, SequenceError};
 
 mod common;
 use common::{tiny_model, write_png, Precision};

@@ -12,8 +12,8 @@ use orbhash_edge::link::{LinkTarget, Simulation};
 use orbhash_edge::run::{run, RunOptions};
 use orbhash_host::export::onnx::WeightScaling;
 use orbhash_host::export::{export, verify, Calibration, ExportOptions};
-use orbhash_host::ground::ingest::{ingest_files, IngestOptions};
-use orbhash_host::ground::search::{run_query, Method, Query, QuerySpec, SearchSpec};
+use orbhash_ground::ingest::{ingest_files, IngestOptions};
+use orbhash_ground::search::{run_query, Method, Query, QuerySpec, SearchSpec};
 use orbhash_host::model::backbone::BackboneKind;
 use orbhash_host::torch::DeviceChoice;
 use orbhash_host::train::{train, TrainConfig};
@@ -155,7 +155,7 @@ fn train_export_hash_downlink_ingest_and_find_a_tile_by_its_image() {
             .filter_map(|p| p["file"].as_str().map(|f| data.join(f)))
             .collect();
         let (card, codes) =
-            orbhash_host::ground::by_image::hash_images(&f32_file.path, &images).expect("hashes");
+            orbhash_ground::by_image::hash_images(&f32_file.path, &images).expect("hashes");
         (codes, card)
     };
     let query = |code| Query {

@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use orbhash_edge::OnnxModel;
-use orbhash_shared::card::ModelCard;
-use orbhash_shared::raster::read_image;
+use orbhash_infer::OnnxModel;
+use orbhash_contract::card::ModelCard;
+use orbhash_contract::raster::read_image;
 use orbhash_tests::repo_root;
 use tract_onnx::prelude::Tensor;
 

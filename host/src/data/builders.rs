@@ -24,7 +24,7 @@ use super::preprocess::BandScale;
 use super::preview::{sample_grid, ClassRow, SceneOverlay, Thumb};
 use super::rasterize::{burn_all, LabelGrid};
 use super::split::{blocked_split, Footprint};
-use orbhash_shared::raster::Georeference;
+use orbhash_contract::raster::Georeference;
 
 /// The data sets orbhash can build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -74,15 +74,15 @@ pub enum DataError {
     Empty { path: PathBuf, reason: String },
 }
 
-impl From<orbhash_shared::input::InputError> for DataError {
-    fn from(error: orbhash_shared::input::InputError) -> Self {
+impl From<orbhash_contract::input::InputError> for DataError {
+    fn from(error: orbhash_contract::input::InputError) -> Self {
         Self::InvalidOption(error.0)
     }
 }
 
-impl From<orbhash_shared::raster::RasterError> for DataError {
-    fn from(error: orbhash_shared::raster::RasterError) -> Self {
-        use orbhash_shared::raster::RasterError;
+impl From<orbhash_contract::raster::RasterError> for DataError {
+    fn from(error: orbhash_contract::raster::RasterError) -> Self {
+        use orbhash_contract::raster::RasterError;
         match error {
             RasterError::Io { path, source } => Self::Io { path, source },
             RasterError::Tiff { path, source } => Self::Tiff { path, source },

@@ -422,9 +422,9 @@ impl ImageFolder {
     }
 }
 
-/// Decodes one image file to model input, as the board does (`orbhash_shared::raster`).
+/// Decodes one image file to model input, as the board does (`orbhash_contract::raster`).
 pub fn decode(path: &Path, spec: &InputSpec) -> Result<Vec<f32>> {
-    let image = orbhash_shared::raster::read_image(path)?;
+    let image = orbhash_contract::raster::read_image(path)?;
     spec.to_chw(image.width, image.height, image.bands, &image.samples)
         .map_err(|reason| DataError::format(path, reason.0))
 }

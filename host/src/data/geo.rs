@@ -15,8 +15,8 @@ use tiff::tags::Tag;
 
 use super::error::{DataError, Result};
 
-pub use orbhash_shared::raster::GeoTransform;
-use orbhash_shared::raster::{read_georeference, Georeference};
+pub use orbhash_contract::raster::GeoTransform;
+use orbhash_contract::raster::{read_georeference, Georeference};
 
 /// One band of a scene.
 #[derive(Clone, Debug)]

@@ -1,10 +1,10 @@
-//! Training-time augmentation. The input definition itself lives in `orbhash_shared::input`, so
+//! Training-time augmentation. The input definition itself lives in `orbhash_contract::input`, so
 //! the board preprocesses exactly as training did; it is re-exported here.
 
 use rand_chacha::rand_core::RngCore;
 use serde::{Deserialize, Serialize};
 
-pub use orbhash_shared::input::{
+pub use orbhash_contract::input::{
     BandScale, InputError, InputSpec, EXTRA_BAND_MEAN, EXTRA_BAND_STD, IMAGENET_MEAN, IMAGENET_STD,
 };
 

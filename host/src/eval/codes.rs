@@ -1,11 +1,11 @@
 //! Sets of K-bit codes packed for fast Hamming ranking.
 //!
 //! Bit `i` of a code lives in word `i / 64` at position `i % 64`. Read as little-endian bytes that is
-//! exactly the wire layout of [`orbhash_shared::Code`] (bit `i` is `(bytes[i / 8] >> (i % 8)) & 1`),
+//! exactly the wire layout of [`orbhash_wire::Code`] (bit `i` is `(bytes[i / 8] >> (i % 8)) & 1`),
 //! so a code that went up and down the link and the same code computed here compare equal bit for
 //! bit: converting is a byte copy, never a re-ordering.
 
-use orbhash_shared::Code;
+use orbhash_wire::Code;
 
 use super::EvalError;
 

@@ -48,7 +48,7 @@ pub enum EvalError {
     #[error("code {index} is out of range for a set of {len} codes")]
     CodeIndex { index: usize, len: usize },
     #[error("wire code: {0}")]
-    Wire(#[from] orbhash_shared::code::CodeError),
+    Wire(#[from] orbhash_wire::code::CodeError),
     #[error("{what}: {value} is not allowed ({why})")]
     InvalidOption {
         what: &'static str,

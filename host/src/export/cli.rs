@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use orbhash_shared::card::Precision;
+use orbhash_contract::card::Precision;
 
 use super::onnx::{KeepF32, WeightScaling};
 use super::{export, verify, Calibration, ExportOptions};

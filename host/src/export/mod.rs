@@ -18,9 +18,9 @@ pub mod verify;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use orbhash_edge::OnnxModel;
-use orbhash_shared::card::{ModelCard, Precision, TileSpec};
-use orbhash_shared::ModelId;
+use orbhash_infer::OnnxModel;
+use orbhash_contract::card::{ModelCard, Precision, TileSpec};
+use orbhash_wire::ModelId;
 use serde::Serialize;
 
 use crate::data::folder::Dataset;

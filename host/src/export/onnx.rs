@@ -10,8 +10,8 @@
 
 use std::collections::HashMap;
 
-use orbhash_edge::model::f32_value_info;
-use orbhash_shared::card::{HASH_OUTPUT, IMAGE_INPUT, PROBS_OUTPUT};
+use orbhash_infer::model::f32_value_info;
+use orbhash_contract::card::{HASH_OUTPUT, IMAGE_INPUT, PROBS_OUTPUT};
 use prost::Message;
 use tract_onnx::pb;
 use tract_onnx::pb::tensor_proto::DataType;

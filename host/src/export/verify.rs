@@ -7,8 +7,8 @@
 
 use std::path::Path;
 
-use orbhash_edge::Hasher;
-use orbhash_shared::card::Precision;
+use orbhash_infer::Hasher;
+use orbhash_contract::card::Precision;
 use serde::Serialize;
 use tch::{Device, Tensor};
 

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orbhash_shared::{decode_packet, hamming, Decoder, Event, MacKey};
+use orbhash_wire::{decode_packet, hamming, Decoder, Event, MacKey};
 
 fn drain(decoder: &mut Decoder, data: &[u8], chunk: usize) {
     for piece in data.chunks(chunk.max(1)) {
@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
         );
     }
 
-    if rest.len() >= 10 && rest.len() <= orbhash_shared::packet::MAX_PACKET_LEN {
+    if rest.len() >= 10 && rest.len() <= orbhash_wire::packet::MAX_PACKET_LEN {
         let mut repaired = rest.to_vec();
         let data_len = (repaired.len() - 7) as u16;
         repaired[4..6].copy_from_slice(&data_len.to_be_bytes());
@@ -57,8 +57,8 @@ fuzz_target!(|data: &[u8]| {
                 usize::from(packet.header.record_count)
             );
         }
-        let mut frame = vec![0u8; orbhash_shared::MAX_FRAME_LEN];
-        if let Ok(len) = orbhash_shared::encode_frame(&repaired, &mut frame) {
+        let mut frame = vec![0u8; orbhash_wire::MAX_FRAME_LEN];
+        if let Ok(len) = orbhash_wire::encode_frame(&repaired, &mut frame) {
             drain(&mut Decoder::new(), &frame[..len], chunk);
         }
     }

@@ -1,7 +1,7 @@
 //! Shared generators for the integration tests.
 #![allow(dead_code)]
 
-use orbhash_shared::{
+use orbhash_wire::{
     Code, MapCoordinates, ModelId, PacketContext, Record, TileGrid, TilePosition,
 };
 use proptest::prelude::*;
@@ -165,12 +165,12 @@ pub fn regular_record(bits: u16, tile_id: u32, rng: &mut SplitMix) -> Record {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Seen {
     Packet {
-        header: orbhash_shared::PacketHeader,
-        continuity: orbhash_shared::Continuity,
+        header: orbhash_wire::PacketHeader,
+        continuity: orbhash_wire::Continuity,
         authenticated: bool,
         records: Vec<Record>,
     },
-    Rejected(orbhash_shared::Rejection),
+    Rejected(orbhash_wire::Rejection),
 }
 
 impl Seen {
@@ -184,7 +184,7 @@ impl Seen {
 
 /// Feeds `bytes` in chunks of the given sizes (cycled) and collects every event.
 pub fn decode_chunked(
-    decoder: &mut orbhash_shared::Decoder,
+    decoder: &mut orbhash_wire::Decoder,
     bytes: &[u8],
     chunk_sizes: &[usize],
 ) -> Vec<Seen> {
@@ -204,14 +204,14 @@ pub fn decode_chunked(
     seen
 }
 
-pub fn to_seen(event: orbhash_shared::Event<'_>) -> Seen {
+pub fn to_seen(event: orbhash_wire::Event<'_>) -> Seen {
     match event {
-        orbhash_shared::Event::Packet { packet, continuity } => Seen::Packet {
+        orbhash_wire::Event::Packet { packet, continuity } => Seen::Packet {
             header: packet.header,
             continuity,
             authenticated: packet.authenticated,
             records: packet.records().collect(),
         },
-        orbhash_shared::Event::Rejected(rejection) => Seen::Rejected(rejection),
+        orbhash_wire::Event::Rejected(rejection) => Seen::Rejected(rejection),
     }
 }

@@ -7,7 +7,7 @@ use orbhash_host::export::{export, Calibration, ExportOptions};
 use orbhash_host::model::backbone::BackboneKind;
 use orbhash_host::torch::DeviceChoice;
 use orbhash_host::train::{train, TrainConfig};
-pub use orbhash_shared::card::Precision;
+pub use orbhash_contract::card::Precision;
 
 /// A deterministic RGB noise image; `seed` picks the pattern.
 pub fn write_png(path: &Path, width: u32, height: u32, seed: u32) {

@@ -4,9 +4,9 @@
 //! matrix per model id, rebuilt from SQLite when missing or stale) → `search` (exact popcount
 //! scan) or `mih` (exact multi-index hashing) → results resolved back through the archive.
 //!
-//! Nothing here links libtorch: the ground station builds with
-//! `cargo build -p orbhash-host --no-default-features`. Query by image needs the edge library
-//! (tract) to hash the image with the same model; [`search::QuerySpec`] is where it will plug in.
+//! Nothing here links libtorch: `cargo build -p orbhash-ground` is the whole ground station, the
+//! `orbhash-ground` binary. Query by image ([`by_image`]) hashes the image with the same model file
+//! through `orbhash-infer`, exactly as the board does.
 
 pub mod archive;
 pub mod bench;
@@ -20,7 +20,7 @@ pub mod search;
 
 use std::path::PathBuf;
 
-use orbhash_shared::ModelId;
+use orbhash_wire::ModelId;
 
 /// Everything the ground station can fail at, each naming the file, peer or model concerned.
 #[derive(Debug, thiserror::Error)]

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::archive::{Archive, ArchiveStats, SessionReport};
-use super::ingest::{ingest_files, listen, read_key_file, IngestOptions, ListenOptions};
-use super::search::{run_query, Method, Query, QueryResult, QuerySpec, SearchSpec};
-use super::{parse_model_id, GroundError};
+use crate::archive::{Archive, ArchiveStats, SessionReport};
+use crate::ingest::{ingest_files, listen, read_key_file, IngestOptions, ListenOptions};
+use crate::search::{run_query, Method, Query, QueryResult, QuerySpec, SearchSpec};
+use crate::{parse_model_id, GroundError};
 
 /// The ground station: ingest downlinked records into the archive and search it by Hamming
 /// distance.

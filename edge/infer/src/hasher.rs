@@ -7,10 +7,10 @@
 
 use std::path::Path;
 
-use orbhash_shared::card::{CardError, ModelCard, HASH_OUTPUT, PROBS_OUTPUT};
-use orbhash_shared::input::InputError;
-use orbhash_shared::raster::RawImage;
-use orbhash_shared::{quantise_confidence, Code, CodeError};
+use orbhash_contract::card::{CardError, ModelCard, HASH_OUTPUT, PROBS_OUTPUT};
+use orbhash_contract::input::InputError;
+use orbhash_contract::raster::RawImage;
+use orbhash_wire::{quantise_confidence, Code, CodeError};
 use tract_onnx::prelude::Tensor;
 
 use crate::model::{ModelError, OnnxModel};

@@ -17,12 +17,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use orbhash_shared::{
+use orbhash_wire::{
     Continuity, Decoder, DecoderStats, Event, MacKey, PacketError, Rejection, SequenceError,
 };
 
-use super::archive::{Archive, PassCounts, PendingPacket, SequenceUnwrapper, SessionReport};
-use super::{GroundError, Result};
+use crate::archive::{Archive, PassCounts, PendingPacket, SequenceUnwrapper, SessionReport};
+use crate::{GroundError, Result};
 
 /// How ingest batches its commits.
 #[derive(Debug, Clone)]

@@ -28,7 +28,7 @@ use std::{format, vec};
 use serde::{Deserialize, Serialize};
 
 use crate::input::InputSpec;
-use crate::record::ModelId;
+use orbhash_wire::ModelId;
 
 /// Version of the card layout above.
 pub const CARD_FORMAT: &str = "orbhash-model-card-1";

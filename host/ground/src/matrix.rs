@@ -32,10 +32,10 @@
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use orbhash_shared::ModelId;
+use orbhash_wire::ModelId;
 
-use super::archive::{Archive, ModelInfo};
-use super::{GroundError, Result};
+use crate::archive::{Archive, ModelInfo};
+use crate::{GroundError, Result};
 
 const MAGIC: &[u8; 8] = b"ORBHMAT\0";
 const VERSION: u32 = 1;
@@ -317,7 +317,7 @@ impl CodeMatrix {
         }
         let bits = u16::from_le_bytes([header[12], header[13]]);
         let words = usize::from(u16::from_le_bytes([header[14], header[15]]));
-        if !orbhash_shared::code::is_supported_length(bits) || words != words_for(bits) {
+        if !orbhash_wire::code::is_supported_length(bits) || words != words_for(bits) {
             return Err(bad(&format!(
                 "unsupported code length {bits} ({words} words)"
             )));

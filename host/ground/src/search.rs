@@ -12,14 +12,14 @@ use std::collections::BinaryHeap;
 use std::path::Path;
 use std::time::Instant;
 
-use orbhash_shared::{Code, ModelId};
+use orbhash_wire::{Code, ModelId};
 use serde::Serialize;
 
-use super::archive::{Archive, ModelInfo, StoredRecord};
-use super::kernel::Kernel;
-use super::matrix::{pack_words, CodeMatrix, MatrixSource};
-use super::mih::MultiIndex;
-use super::{parse_hex, GroundError, Result};
+use crate::archive::{Archive, ModelInfo, StoredRecord};
+use crate::kernel::Kernel;
+use crate::matrix::{pack_words, CodeMatrix, MatrixSource};
+use crate::mih::MultiIndex;
+use crate::{parse_hex, GroundError, Result};
 
 /// One result: a matrix row and its distance. Orders by (distance, row).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use orbhash_edge::Hasher;
-use orbhash_shared::card::ModelCard;
-use orbhash_shared::raster::read_image;
-use orbhash_shared::Code;
+use orbhash_infer::Hasher;
+use orbhash_contract::card::ModelCard;
+use orbhash_contract::raster::read_image;
+use orbhash_wire::Code;
 
-use super::{GroundError, Result};
+use crate::{GroundError, Result};
 
 /// The codes of `images` under the model in `onnx`, with its card.
 pub fn hash_images(onnx: &Path, images: &[PathBuf]) -> Result<(ModelCard, Vec<Code>)> {

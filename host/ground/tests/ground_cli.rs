@@ -1,15 +1,15 @@
-//! The ground station as an operator drives it: the `orbhash` binary itself, ingest then query
+//! The ground station as an operator drives it: the `orbhash-ground` binary itself, ingest then query
 //! (table and JSON), stats, and clear errors for bad input.
 
 use std::process::{Command, Output};
 
-use orbhash_host::ground::bench::synthetic_stream;
+use orbhash_ground::bench::synthetic_stream;
 
-fn orbhash(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_orbhash"))
+fn ground(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_orbhash-ground"))
         .args(args)
         .output()
-        .expect("orbhash runs")
+        .expect("orbhash-ground runs")
 }
 
 fn stdout(output: &Output) -> String {
@@ -25,20 +25,18 @@ fn ingest_query_and_stats_through_the_binary() {
     let archive = archive.to_str().expect("utf-8 path");
     let pass = pass.to_str().expect("utf-8 path");
 
-    let ingest = orbhash(&["ground", "ingest", "--archive", archive, pass, "--json"]);
+    let ingest = ground(&["ingest", "--archive", archive, pass, "--json"]);
     assert!(ingest.status.success(), "{ingest:?}");
     let reports: serde_json::Value = serde_json::from_str(&stdout(&ingest)).expect("JSON");
     assert_eq!(reports[0]["records_stored"], 500, "{reports}");
 
     // The same file again adds nothing.
-    let again = orbhash(&["ground", "ingest", "--archive", archive, pass, "--json"]);
+    let again = ground(&["ingest", "--archive", archive, pass, "--json"]);
     let reports: serde_json::Value = serde_json::from_str(&stdout(&again)).expect("JSON");
     assert_eq!(reports[0]["records_stored"], 0, "{reports}");
 
     // Query by an archived tile: it finds itself first, at distance 0.
-    let query = orbhash(&[
-        "ground",
-        "query",
+    let query = ground(&["query",
         "--archive",
         archive,
         "--tile",
@@ -58,9 +56,7 @@ fn ingest_query_and_stats_through_the_binary() {
         .to_string();
 
     // By hex code, as a table.
-    let table = orbhash(&[
-        "ground",
-        "query",
+    let table = ground(&["query",
         "--archive",
         archive,
         "--code",
@@ -71,12 +67,12 @@ fn ingest_query_and_stats_through_the_binary() {
     assert!(table.status.success(), "{table:?}");
     assert!(stdout(&table).contains("rank"), "{}", stdout(&table));
 
-    let stats = orbhash(&["ground", "stats", "--archive", archive]);
+    let stats = ground(&["stats", "--archive", archive]);
     assert!(stats.status.success(), "{stats:?}");
     assert!(stdout(&stats).contains("500"), "{}", stdout(&stats));
 
     // Bad input: a code of the wrong length and a missing archive are named, not panics.
-    let bad = orbhash(&["ground", "query", "--archive", archive, "--code", "abcd"]);
+    let bad = ground(&["query", "--archive", archive, "--code", "abcd"]);
     assert!(!bad.status.success());
     let message = String::from_utf8_lossy(&bad.stderr);
     assert!(
@@ -84,9 +80,7 @@ fn ingest_query_and_stats_through_the_binary() {
         "{message}"
     );
     let missing = dir.path().join("nowhere");
-    let missing = orbhash(&[
-        "ground",
-        "stats",
+    let missing = ground(&["stats",
         "--archive",
         missing.to_str().expect("utf-8"),
     ]);

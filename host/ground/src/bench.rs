@@ -15,18 +15,18 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use orbhash_shared::{
+use orbhash_wire::{
     Code, ModelId, PacketContext, PacketWriter, Record, TileGrid, TilePosition, WriterConfig,
 };
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
-use super::archive::Archive;
-use super::cli::print_table;
-use super::ingest::{ingest_reader, Committer, IngestOptions};
-use super::kernel::Kernel;
-use super::matrix::CodeMatrix;
-use super::mih::MultiIndex;
-use super::search::{scan, Filter, Hit, ScanOptions, SearchSpec};
+use crate::archive::Archive;
+use crate::cli::print_table;
+use crate::ingest::{ingest_reader, Committer, IngestOptions};
+use crate::kernel::Kernel;
+use crate::matrix::CodeMatrix;
+use crate::mih::MultiIndex;
+use crate::search::{scan, Filter, Hit, ScanOptions, SearchSpec};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -515,7 +515,7 @@ pub fn synthetic_stream(
     n: usize,
     apid: u16,
     epoch: u32,
-    key: Option<orbhash_shared::MacKey>,
+    key: Option<orbhash_wire::MacKey>,
 ) -> anyhow::Result<Vec<u8>> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(u64::from(epoch) << 16 | u64::from(apid));
     let mut writer = PacketWriter::new(WriterConfig {
@@ -532,11 +532,11 @@ pub fn synthetic_stream(
             },
         },
         max_records: 100,
-        max_packet_len: orbhash_shared::packet::MAX_PACKET_LEN,
+        max_packet_len: orbhash_wire::packet::MAX_PACKET_LEN,
         key,
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut sink = orbhash_shared::StdIo(Vec::with_capacity(n * 11));
+    let mut sink = orbhash_wire::StdIo(Vec::with_capacity(n * 11));
     for i in 0..n {
         let tile_id = (i % 1_000_000) as u32;
         let scene_id = (i / 1_000_000) as u32;

@@ -3,15 +3,15 @@
 
 use std::path::Path;
 
-use orbhash_host::ground::archive::Archive;
-use orbhash_host::ground::bench::synthetic_stream;
-use orbhash_host::ground::ingest::{ingest_files, IngestOptions};
-use orbhash_host::ground::matrix::{pack_words, CodeMatrix, MatrixSource};
-use orbhash_host::ground::search::{
+use orbhash_ground::archive::Archive;
+use orbhash_ground::bench::synthetic_stream;
+use orbhash_ground::ingest::{ingest_files, IngestOptions};
+use orbhash_ground::matrix::{pack_words, CodeMatrix, MatrixSource};
+use orbhash_ground::search::{
     brute_force, run_query, Filter, Method, Query, QuerySpec, SearchSpec,
 };
-use orbhash_host::ground::GroundError;
-use orbhash_shared::ModelId;
+use orbhash_ground::GroundError;
+use orbhash_wire::ModelId;
 
 const MODEL: ModelId = ModelId(*b"benchmrk");
 const CLASSES: &str = r#"{"classes": ["water", "forest", "urban", "crop", "bare", "snow",
@@ -124,7 +124,7 @@ fn queries_by_tile_and_code_with_filters_are_exact() {
     request.method = Method::Mih;
     let multi = run_query(&archive_dir, &request).expect("mih");
     for (a, b) in scanned.answers.iter().zip(&multi.answers) {
-        let ids = |answer: &orbhash_host::ground::search::QueryAnswer| -> Vec<(u32, i64)> {
+        let ids = |answer: &orbhash_ground::search::QueryAnswer| -> Vec<(u32, i64)> {
             answer
                 .matches
                 .iter()

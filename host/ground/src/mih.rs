@@ -21,9 +21,9 @@
 //! - When probing would cost more than reading everything (a filter that matches almost nothing,
 //!   a query far from all codes), the query falls back to the scan: still exact.
 
-use super::kernel::Kernel;
-use super::matrix::CodeMatrix;
-use super::search::{scan, Collector, Filter, Hit, ScanOptions, SearchSpec};
+use crate::kernel::Kernel;
+use crate::matrix::CodeMatrix;
+use crate::search::{scan, Collector, Filter, Hit, ScanOptions, SearchSpec};
 
 /// Longest substring: a table's offset array has 2^bits + 1 entries (64 MiB at 24 bits).
 pub const MAX_SUBSTRING_BITS: u32 = 24;
@@ -435,8 +435,8 @@ fn binomial(n: u32, k: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ground::search::brute_force;
-    use orbhash_shared::ModelId;
+    use crate::search::brute_force;
+    use orbhash_wire::ModelId;
     use proptest::prelude::*;
 
     #[test]
@@ -522,7 +522,7 @@ mod tests {
             let filter = Filter { labels: label_filter.map(|l| vec![l]), ..Filter::default() };
             let words: Vec<Vec<u64>> = queries.iter().map(|q| {
                 let mut packed = Vec::new();
-                crate::ground::matrix::pack_words(&resize(q), matrix.words, &mut packed);
+                crate::matrix::pack_words(&resize(q), matrix.words, &mut packed);
                 packed
             }).collect();
             let scanned = scan(&matrix, &words, spec, &filter, &ScanOptions { threads: 2, block_rows: 64, ..ScanOptions::default() });

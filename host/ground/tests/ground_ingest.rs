@@ -7,13 +7,13 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use orbhash_host::ground::archive::Archive;
-use orbhash_host::ground::bench::synthetic_stream;
-use orbhash_host::ground::ingest::{
+use orbhash_ground::archive::Archive;
+use orbhash_ground::bench::synthetic_stream;
+use orbhash_ground::ingest::{
     ingest_files, ingest_reader, listen, Committer, IngestOptions, ListenOptions,
 };
-use orbhash_host::ground::matrix::CodeMatrix;
-use orbhash_shared::{decode_stream, Decoder, MacKey, OwnedEvent};
+use orbhash_ground::matrix::CodeMatrix;
+use orbhash_wire::{decode_stream, Decoder, MacKey, OwnedEvent};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 /// Splits a byte stream into its frames (each ends with its 0x00).
@@ -306,7 +306,7 @@ fn run_listener(
     dir: &Path,
     key: Option<MacKey>,
     streams: Vec<Vec<u8>>,
-) -> Vec<orbhash_host::ground::archive::SessionReport> {
+) -> Vec<orbhash_ground::archive::SessionReport> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let archive_dir = dir.to_path_buf();
     let connections = streams.len();

@@ -1,7 +1,7 @@
 //! The archive: SQLite as the system of record for records, model cards, ingest sessions and passes.
 //!
 //! An archive is a directory: `archive.sqlite` (this module) and `codes/` (the packed code matrices
-//! derived from it, see [`crate::ground::matrix`]). SQLite runs in WAL mode with
+//! derived from it, see [`crate::matrix`]). SQLite runs in WAL mode with
 //! `synchronous = FULL`: a commit is on disk when [`ArchiveTx::commit`] returns, and a crash (even
 //! `kill -9` mid-transaction) leaves either the whole transaction or none of it. Ingest commits in
 //! batches, so the fsync is paid once per batch rather than once per packet.
@@ -28,11 +28,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use orbhash_shared::{MapCoordinates, ModelId, PacketHeader, Record};
+use orbhash_wire::{MapCoordinates, ModelId, PacketHeader, Record};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 
-use super::{now_ms, to_hex, GroundError, Result};
+use crate::{now_ms, to_hex, GroundError, Result};
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 1;

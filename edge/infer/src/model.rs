@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use orbhash_shared::ModelId;
+use orbhash_wire::ModelId;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::OpState;
 use tract_onnx::tract_core::plan::{eval, EvalContext, SimpleState};

@@ -1,9 +1,9 @@
 //! `cargo bench -p orbhash-host --no-default-features --bench ground -- [ARGS]`: the same benchmark
-//! as `orbhash ground bench [ARGS]` (see `orbhash_host::ground::bench`), runnable before the
+//! as `orbhash ground bench [ARGS]` (see `orbhash_ground::bench`), runnable before the
 //! subcommand is wired into the binary, and from CI-less checkouts.
 
 use clap::Parser;
-use orbhash_host::ground::bench::{run, BenchArgs};
+use orbhash_ground::bench::{run, BenchArgs};
 
 #[derive(Debug, Parser)]
 #[command(name = "ground-bench")]
