@@ -1,6 +1,13 @@
 //! A tile's binary hash code: K bits, packed little-endian into bytes.
 //!
 //! On the wire a code is its K/8 packed bytes, nothing else: K travels once per packet.
+//!
+//! # The bit layout (one for the whole system)
+//!
+//! Bit `i` of a code (the sign of hash output `i`) is `(bytes[i / 8] >> (i % 8)) & 1`. Search
+//! and evaluation work on the same bits as little-endian `u64` words ([`pack_words`]): bit `i` is
+//! `(words[i / 64] >> (i % 64)) & 1`, the last word zero-padded. Both numberings agree, so XOR
+//! and popcount over words ([`hamming_words`]) equal [`hamming`] over bytes.
 
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
@@ -115,6 +122,15 @@ impl Code {
         &self.bytes
     }
 
+    /// The code in the word layout (module docs), `words_for(K)` words.
+    pub fn to_words(&self) -> heapless::Vec<u64, { MAX_BITS / WORD_BITS }> {
+        let mut words = heapless::Vec::new();
+        // words_for(K) <= MAX_BITS / WORD_BITS for every supported K.
+        let _ = words.resize(words_for(self.bits), 0);
+        pack_words(&self.bytes, &mut words);
+        words
+    }
+
     /// Bit `index`, or `None` past K.
     pub fn bit(&self, index: usize) -> Option<bool> {
         self.bytes
@@ -146,8 +162,32 @@ pub fn hamming(a: &Code, b: &Code) -> Option<u32> {
 
 fn word(bytes: &[u8]) -> u64 {
     let mut le = [0u8; 8];
-    le.copy_from_slice(bytes);
+    for (slot, byte) in le.iter_mut().zip(bytes) {
+        *slot = *byte;
+    }
     u64::from_le_bytes(le)
+}
+
+/// Bits in one search word.
+pub const WORD_BITS: usize = 64;
+
+/// `u64` words a code of `bits` takes in the word layout (at least one).
+pub fn words_for(bits: u16) -> usize {
+    usize::from(bits).div_ceil(WORD_BITS).max(1)
+}
+
+/// A code's bytes in the word layout (module docs): fills `words`, zero-padding past the bytes.
+pub fn pack_words(bytes: &[u8], words: &mut [u64]) {
+    let mut chunks = bytes.chunks(8);
+    for slot in words.iter_mut() {
+        *slot = chunks.next().map_or(0, word);
+    }
+}
+
+/// Hamming distance between two codes in the word layout; words past the shorter one are ignored,
+/// so callers compare only codes of one K.
+pub fn hamming_words(a: &[u64], b: &[u64]) -> u32 {
+    a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
 }
 
 #[cfg(test)]
@@ -191,6 +231,18 @@ mod tests {
         assert!(Code::from_signs(&[1.0; 20]).is_err());
     }
 
+    #[test]
+    fn words_keep_the_bit_numbering() {
+        let code = Code::from_bytes(128, &[1, 0, 0, 0, 0, 0, 0, 0x80, 2, 0, 0, 0, 0, 0, 0, 0])
+            .expect("valid");
+        assert_eq!(code.to_words().as_slice(), &[1 | 1 << 63, 2]);
+        let mut short = [u64::MAX; 2];
+        pack_words(&[0xff, 0x01], &mut short);
+        assert_eq!(short, [0x01ff, 0]);
+        assert_eq!(words_for(16), 1);
+        assert_eq!(words_for(128), 2);
+    }
+
     fn code_of(bits: u16) -> impl Strategy<Value = Code> {
         proptest::collection::vec(any::<u8>(), usize::from(bits / 8))
             .prop_map(move |bytes| Code::from_bytes(bits, &bytes).expect("right length"))
@@ -204,6 +256,7 @@ mod tests {
         ) {
             let slow = (0..usize::from(a.bits())).filter(|&i| a.bit(i) != b.bit(i)).count();
             prop_assert_eq!(hamming(&a, &b), Some(slow as u32));
+            prop_assert_eq!(hamming_words(&a.to_words(), &b.to_words()), slow as u32);
         }
 
         #[test]

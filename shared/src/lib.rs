@@ -19,6 +19,7 @@ extern crate std;
 
 pub mod code;
 pub mod decoder;
+pub mod hex;
 #[cfg(feature = "std")]
 pub mod io;
 pub mod packet;
@@ -26,7 +27,7 @@ pub mod record;
 mod wire;
 pub mod writer;
 
-pub use code::{hamming, Code, CodeError};
+pub use code::{hamming, hamming_words, pack_words, words_for, Code, CodeError};
 pub use decoder::{
     Continuity, Decoder, DecoderStats, Event, FrameError, Rejection, SequenceError, StreamDecoder,
 };

@@ -91,7 +91,7 @@ impl MacKey {
     /// A key written as 64 hex digits (surrounding whitespace ignored), as mission key files and
     /// `ORBHASH_MISSION_KEY` hold it; `None` for anything else.
     pub fn from_hex(text: &str) -> Option<Self> {
-        crate::wire::hex_array(text.trim()).map(Self)
+        crate::hex::decode_array(text.trim()).map(Self)
     }
 
     fn tag(&self, authenticated: &[u8]) -> [u8; MAC_LEN] {

@@ -28,13 +28,13 @@ impl ModelId {
     /// Parses the 16 hex digits that [`Display`](core::fmt::Display) writes; `None` for anything
     /// else.
     pub fn from_hex(text: &str) -> Option<Self> {
-        crate::wire::hex_array(text).map(Self)
+        crate::hex::decode_array(text).map(Self)
     }
 }
 
 impl core::fmt::Display for ModelId {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+        crate::hex::write(f, &self.0)
     }
 }
 

@@ -8,22 +8,6 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// Exactly `2 * N` hex digits (either case) as `N` bytes; `None` for anything else. Model ids and
-/// mission keys are written this way.
-pub(crate) fn hex_array<const N: usize>(text: &str) -> Option<[u8; N]> {
-    let digits = text.as_bytes();
-    if digits.len() != 2 * N {
-        return None;
-    }
-    let mut bytes = [0u8; N];
-    for (slot, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
-        let high = (pair[0] as char).to_digit(16)?;
-        let low = (pair[1] as char).to_digit(16)?;
-        *slot = (high * 16 + low) as u8;
-    }
-    Some(bytes)
-}
-
 /// The buffer ended before the value did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Full;
