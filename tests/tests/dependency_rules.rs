@@ -1,25 +1,19 @@
-//! The data-flow rules of the workspace, checked on the real dependency graph: shared imports none
-//! of the other crates, the edge never links libtorch, and the ground station builds without it.
+//! The data-flow rules of `docs/architecture.md`, checked on the real dependency graph that
+//! `cargo tree` resolves (normal and build edges, the features each binary is built with). Cargo
+//! itself only refuses cycles; every rule below is one it would let a change break silently.
 
 use std::path::Path;
 use std::process::Command;
 
-/// The packages `package` pulls in for a normal build, as `name vX.Y.Z` lines.
-fn normal_dependencies(package: &str, extra: &[&str]) -> Vec<String> {
+/// The packages `package` pulls in for a normal build, by crate name.
+fn dependencies_of(package: &str, extra: &[&str]) -> Vec<String> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ sits inside the workspace");
     let output = Command::new(env!("CARGO"))
         .current_dir(workspace)
-        .args([
-            "tree",
-            "--offline",
-            "--edges",
-            "normal,build",
-            "--prefix",
-            "none",
-        ])
-        .args(["--format", "{p}", "--package", package])
+        .args(["tree", "--offline", "--edges", "normal,build"])
+        .args(["--prefix", "none", "--format", "{p}", "--package", package])
         .args(extra)
         .output()
         .expect("cargo runs");
@@ -28,48 +22,139 @@ fn normal_dependencies(package: &str, extra: &[&str]) -> Vec<String> {
         "cargo tree failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8_lossy(&output.stdout)
+    let mut names: Vec<String> = String::from_utf8_lossy(&output.stdout)
         .lines()
-        .map(|line| line.trim_end_matches(" (*)").to_string())
+        .filter_map(|line| line.split(' ').next())
+        .filter(|name| !name.is_empty())
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(
+        names.iter().any(|name| name == package),
+        "cargo tree of {package} does not list {package} itself: {names:?}"
+    );
+    names
+}
+
+/// Fails naming every forbidden crate found, with the package whose graph it was found in.
+fn assert_none_of(package: &str, dependencies: &[String], forbidden: &[&str]) {
+    let found: Vec<&str> = forbidden
+        .iter()
+        .copied()
+        .filter(|name| dependencies.iter().any(|dependency| dependency == name))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "{package} must not depend on {found:?} (see docs/architecture.md)"
+    );
+}
+
+fn orbhash_crates(dependencies: &[String], except: &str) -> Vec<String> {
+    dependencies
+        .iter()
+        .filter(|name| name.starts_with("orbhash-") && name.as_str() != except)
+        .cloned()
         .collect()
 }
 
-fn named(dependencies: &[String], crate_name: &str) -> bool {
-    dependencies
-        .iter()
-        .any(|line| line.split(' ').next() == Some(crate_name))
-}
-
 #[test]
-fn shared_imports_no_other_orbhash_crate() {
-    let dependencies = normal_dependencies("orbhash-wire", &[]);
-    assert!(named(&dependencies, "orbhash-wire"), "{dependencies:?}");
-    for other in ["orbhash-host", "orbhash-edge", "orbhash-tests"] {
-        assert!(!named(&dependencies, other), "shared depends on {other}");
-    }
-}
-
-#[test]
-fn edge_never_links_libtorch() {
-    let dependencies = normal_dependencies("orbhash-edge", &[]);
-    assert!(named(&dependencies, "tract-onnx"), "{dependencies:?}");
-    for forbidden in ["tch", "torch-sys", "orbhash-host"] {
-        assert!(
-            !named(&dependencies, forbidden),
-            "edge depends on {forbidden}"
+fn the_wire_crate_imports_no_other_orbhash_crate() {
+    for features in [&[][..], &["--features", "std"][..]] {
+        let dependencies = dependencies_of("orbhash-wire", features);
+        assert_eq!(
+            orbhash_crates(&dependencies, "orbhash-wire"),
+            Vec::<String>::new(),
+            "orbhash-wire {features:?}"
+        );
+        // Image decoding and JSON have no place in the crate both sides must trust.
+        assert_none_of(
+            "orbhash-wire",
+            &dependencies,
+            &["image", "tiff", "serde_json", "tokio"],
         );
     }
 }
 
 #[test]
-fn ground_station_builds_without_libtorch() {
-    let with_training = normal_dependencies("orbhash-host", &[]);
-    assert!(named(&with_training, "tch"), "{with_training:?}");
-    let ground_only = normal_dependencies("orbhash-host", &["--no-default-features"]);
-    for forbidden in ["tch", "torch-sys"] {
-        assert!(
-            !named(&ground_only, forbidden),
-            "ground-only host depends on {forbidden}"
+fn the_model_contract_builds_on_the_wire_crate_alone() {
+    let dependencies = dependencies_of("orbhash-contract", &[]);
+    assert_eq!(
+        orbhash_crates(&dependencies, "orbhash-contract"),
+        vec!["orbhash-wire".to_string()]
+    );
+    assert_none_of("orbhash-contract", &dependencies, &["tract-onnx", "tch"]);
+}
+
+#[test]
+fn the_inference_library_links_neither_the_board_program_nor_libtorch() {
+    let dependencies = dependencies_of("orbhash-infer", &[]);
+    assert!(dependencies.iter().any(|name| name == "tract-onnx"));
+    // The ground hashes one query image through it: no queue, no tokio pipeline, no SQLite.
+    assert_none_of(
+        "orbhash-infer",
+        &dependencies,
+        &[
+            "orbhash-edge",
+            "orbhash-ground",
+            "orbhash-host",
+            "tokio",
+            "rusqlite",
+            "tch",
+            "torch-sys",
+        ],
+    );
+}
+
+#[test]
+fn the_board_binary_as_flown_links_neither_libtorch_nor_sqlite() {
+    // Exactly the flight build's graph: aarch64, without the default `multithread` feature.
+    for extra in [
+        &["--no-default-features", "--target", "aarch64-unknown-linux-gnu"][..],
+        &[][..],
+    ] {
+        let dependencies = dependencies_of("orbhash-edge", extra);
+        assert!(dependencies.iter().any(|name| name == "orbhash-infer"));
+        assert_none_of(
+            "orbhash-edge",
+            &dependencies,
+            &[
+                "tch",
+                "torch-sys",
+                "rusqlite",
+                "libsqlite3-sys",
+                "orbhash-ground",
+                "orbhash-host",
+            ],
         );
     }
+}
+
+#[test]
+fn the_ground_station_links_no_libtorch_and_no_data_builders() {
+    let dependencies = dependencies_of("orbhash-ground", &[]);
+    assert!(dependencies.iter().any(|name| name == "rusqlite"));
+    assert_none_of(
+        "orbhash-ground",
+        &dependencies,
+        &[
+            "tch",
+            "torch-sys",
+            // The data builders' and evaluation's dependencies.
+            "jpeg2k",
+            "plotters",
+            "nalgebra",
+            "wkb",
+            // The board program (queue, links, pipeline) and the training side.
+            "orbhash-edge",
+            "orbhash-host",
+        ],
+    );
+}
+
+#[test]
+fn the_exporter_does_not_import_the_board_program() {
+    let dependencies = dependencies_of("orbhash-host", &[]);
+    assert!(dependencies.iter().any(|name| name == "tch"));
+    assert_none_of("orbhash-host", &dependencies, &["orbhash-edge"]);
 }

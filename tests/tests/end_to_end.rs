@@ -17,12 +17,11 @@ use orbhash_ground::search::{run_query, Method, Query, QuerySpec, SearchSpec};
 use orbhash_host::model::backbone::BackboneKind;
 use orbhash_host::torch::DeviceChoice;
 use orbhash_host::train::{train, TrainConfig};
-use orbhash_tests::s2_data_set;
+use orbhash_test_support::s2_data_set;
 
 #[test]
 fn train_export_hash_downlink_ingest_and_find_a_tile_by_its_image() {
     let Some((data, scene)) = s2_data_set() else {
-        println!("skipped: .cache/data/s2-brandenburg/scenes is missing (run scripts/setup.sh)");
         return;
     };
     orbhash_host::torch::init_for_tests();

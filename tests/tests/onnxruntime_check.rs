@@ -1,8 +1,9 @@
 //! The shipped models are valid ONNX for everyone, not just for tract: onnxruntime (from PyPI, in
 //! a venv of its own; test-only) runs each file on real tiles and must agree with tract.
 //!
-//! Set `ORBHASH_ORT_PYTHON` to a Python with `onnxruntime` and `numpy` (default
-//! `/var/tmp/ort-venv/bin/python`); without one the test prints why it skipped.
+//! Set-up installs `onnxruntime` and `numpy` into `.cache/ort-venv`; `ORBHASH_ORT_PYTHON` names
+//! another Python that has them. Without one the test fails under CI and says why it skipped
+//! elsewhere.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,13 +11,13 @@ use std::process::Command;
 use orbhash_infer::OnnxModel;
 use orbhash_contract::card::ModelCard;
 use orbhash_contract::raster::read_image;
-use orbhash_tests::repo_root;
+use orbhash_test_support::{missing, repo_root};
 use tract_onnx::prelude::Tensor;
 
 fn python_with_onnxruntime() -> Option<PathBuf> {
     let python = std::env::var_os("ORBHASH_ORT_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp/ort-venv/bin/python"));
+        .unwrap_or_else(|| repo_root().join(".cache/ort-venv/bin/python"));
     let ok = Command::new(&python)
         .args(["-c", "import onnxruntime, numpy"])
         .status()
@@ -35,9 +36,9 @@ fn read_f32(path: &Path) -> Vec<f32> {
 #[test]
 fn onnxruntime_runs_the_shipped_models_as_tract_does() {
     let Some(python) = python_with_onnxruntime() else {
-        println!(
-            "skipped: no Python with onnxruntime (python3 -m venv /var/tmp/ort-venv && \
-             /var/tmp/ort-venv/bin/pip install onnxruntime numpy, or set ORBHASH_ORT_PYTHON)"
+        missing(
+            "a Python with onnxruntime and numpy (scripts/setup.sh installs .cache/ort-venv, or \
+             set ORBHASH_ORT_PYTHON)",
         );
         return;
     };
@@ -52,7 +53,7 @@ fn onnxruntime_runs_the_shipped_models_as_tract_does() {
         })
         .unwrap_or_default();
     if tiles.is_empty() {
-        println!("skipped: .cache/data/s2-brandenburg is missing (run scripts/setup.sh)");
+        missing(".cache/data/s2-brandenburg/forest tiles (run scripts/setup.sh, then scripts/datasets.sh)");
         return;
     }
     let work = tempfile::tempdir().expect("tempdir");
