@@ -5,11 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use orbhash_cli::{Align, Table};
 use serde::Serialize;
 
+use crate::source::{SourceError, TileSource};
 use orbhash_infer::hasher::{Hasher, HasherError};
 use orbhash_infer::model::NodeTime;
-use crate::source::{SourceError, TileSource};
 use orbhash_infer::threads::{use_threads, ThreadsUnavailable};
 
 #[derive(Debug, Clone)]
@@ -47,7 +48,7 @@ pub enum BenchError {
 
 /// The first `count` usable tiles of `tiles`, preprocessed for `hasher`'s model.
 fn real_inputs(hasher: &Hasher, tiles: &Path, count: usize) -> Result<Vec<Vec<f32>>, BenchError> {
-    let source = TileSource::open(tiles, hasher.card().tile)?;
+    let source = TileSource::open(tiles, hasher.card())?;
     let inputs: Vec<Vec<f32>> = (0..source.len())
         .filter_map(|id| source.tile(id).ok())
         .filter_map(|tile| hasher.preprocess(&tile.image).ok())
@@ -167,37 +168,29 @@ pub fn profile(options: &ProfileOptions) -> Result<Profile, BenchError> {
 
 /// The profile as text: operator kinds by time, then the `top` slowest nodes.
 pub fn profile_table(profile: &Profile, top: usize) -> String {
-    let mut out = format!(
-        "{}: batch {}, {} thread(s), {} runs, {:.2} ms per run in the plan's nodes\n\n",
-        profile.model, profile.batch, profile.threads, profile.runs, profile.ms_per_run
-    );
-    out.push_str(&format!(
-        "{:<28} {:>6} {:>11} {:>7}\n",
-        "operator", "nodes", "ms/run", "share"
-    ));
+    let mut by_op = Table::new(["operator", "nodes", "ms/run", "share"]);
     for share in &profile.by_op {
-        out.push_str(&format!(
-            "{:<28} {:>6} {:>11.3} {:>6.1}%\n",
-            share.op,
-            share.nodes,
-            share.ms_per_run,
-            share.share * 100.0
-        ));
+        by_op.row([
+            share.op.clone(),
+            share.nodes.to_string(),
+            format!("{:.3}", share.ms_per_run),
+            format!("{:.1} %", share.share * 100.0),
+        ]);
     }
-    out.push_str(&format!(
-        "\nslowest {top} nodes\n{:>9}  {:<16} {}\n",
-        "ms/run", "operator", "node"
-    ));
+    let mut nodes =
+        Table::new(["ms/run", "operator", "node"]).align(&[Align::Right, Align::Left, Align::Left]);
     for node in profile.nodes.iter().take(top) {
-        out.push_str(&format!(
-            "{:>9.3}  {:<16} {} [{}]\n",
-            node.seconds * 1e3,
-            node.op,
-            node.name,
-            node.detail
-        ));
+        nodes.row([
+            format!("{:.3}", node.seconds * 1e3),
+            node.op.clone(),
+            format!("{} [{}]", node.name, node.detail),
+        ]);
     }
-    out
+    format!(
+        "{}: batch {}, {} thread(s), {} runs, {:.2} ms per run in the plan's nodes\n\n{by_op}\n\
+         slowest {top} nodes\n{nodes}",
+        profile.model, profile.batch, profile.threads, profile.runs, profile.ms_per_run
+    )
 }
 
 fn file_name(path: &Path) -> String {
@@ -208,21 +201,76 @@ fn file_name(path: &Path) -> String {
 
 /// The rows as an aligned text table.
 pub fn table(rows: &[BenchRow]) -> String {
-    let mut out = format!(
-        "{:<28} {:>9} {:>6} {:>8} {:>6} {:>11} {:>10}\n",
-        "model", "precision", "batch", "threads", "tiles", "ms/tile", "tiles/s"
-    );
+    let mut table = Table::new([
+        "model",
+        "precision",
+        "batch",
+        "threads",
+        "tiles",
+        "ms/tile",
+        "tiles/s",
+    ]);
     for row in rows {
-        out.push_str(&format!(
-            "{:<28} {:>9} {:>6} {:>8} {:>6} {:>11.2} {:>10.1}\n",
-            row.model,
-            row.precision,
-            row.batch,
-            row.threads,
-            row.tiles,
-            row.ms_per_tile,
-            row.tiles_per_second
-        ));
+        table.row([
+            row.model.clone(),
+            row.precision.clone(),
+            row.batch.to_string(),
+            row.threads.to_string(),
+            row.tiles.to_string(),
+            format!("{:.2}", row.ms_per_tile),
+            format!("{:.1}", row.tiles_per_second),
+        ]);
     }
-    out
+    table.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_line_up_through_the_one_table_printer() {
+        let row = |model: &str, ms: f64| BenchRow {
+            model: model.into(),
+            precision: "int8".into(),
+            batch: 1,
+            threads: 2,
+            tiles: 64,
+            ms_per_tile: ms,
+            tiles_per_second: 1e3 / ms,
+        };
+        let text = table(&[row("s2-int8.onnx", 12.5), row("f32.onnx", 3.25)]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[1].starts_with("  s2-int8.onnx"), "{text}");
+        // Right-aligned numbers end in the same column.
+        assert_eq!(lines[1].len(), lines[2].len(), "{text}");
+        assert!(lines[2].ends_with("307.7"), "{text}");
+
+        let profile = Profile {
+            model: "m.onnx".into(),
+            batch: 1,
+            threads: 1,
+            runs: 3,
+            ms_per_run: 2.0,
+            by_op: vec![OpShare {
+                op: "OptMatMul".into(),
+                nodes: 2,
+                ms_per_run: 1.5,
+                share: 0.75,
+            }],
+            nodes: vec![NodeTime {
+                name: "conv1".into(),
+                op: "OptMatMul".into(),
+                detail: "k=3".into(),
+                seconds: 1e-3,
+            }],
+        };
+        let text = profile_table(&profile, 5);
+        assert!(
+            text.contains("  OptMatMul      2   1.500  75.0 %"),
+            "{text}"
+        );
+        assert!(text.contains("   1.000  OptMatMul  conv1 [k=3]"), "{text}");
+    }
 }

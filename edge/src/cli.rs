@@ -7,9 +7,10 @@ use std::time::Duration;
 use crate::bench::{bench, profile, profile_table, table, BenchOptions, ProfileOptions};
 use crate::link::{LinkTarget, Simulation};
 use crate::run::{run as run_pipeline, RunOptions};
-use orbhash_infer::{Hasher, OnnxModel};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use orbhash_contract::card::ModelCard;
+use orbhash_contract::card::{CalibrationMethod, ModelCard, CARD_FORMAT};
+use orbhash_infer::{Hasher, OnnxModel};
 use orbhash_wire::MacKey;
 
 /// orbhash on board: hash image tiles with the exported DHCNN model and downlink their codes.
@@ -178,6 +179,99 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// A model card for people: what `orbhash-edge inspect` prints, one field a line.
+pub fn describe_card(card: &ModelCard) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let sha = |sha: &Option<String>| sha.clone().unwrap_or_else(|| "none".into());
+    // Writing to a String cannot fail.
+    let _ = (|| -> std::fmt::Result {
+        writeln!(out, "card format: {CARD_FORMAT}")?;
+        writeln!(out, "model id: {}", card.model_id)?;
+        writeln!(out, "code: {} bits", card.bits)?;
+        writeln!(out, "classes: {}", card.classes.join(", "))?;
+        let used: Vec<&str> = card
+            .input
+            .bands
+            .iter()
+            .filter_map(|&band| card.band_names.get(band).map(String::as_str))
+            .collect();
+        writeln!(
+            out,
+            "input: {} px, channels {} of stored bands {}",
+            card.input.size,
+            used.join("/"),
+            card.band_names.join("/")
+        )?;
+        writeln!(
+            out,
+            "tiles: {} px every {} px",
+            card.tile.size, card.tile.stride
+        )?;
+        writeln!(
+            out,
+            "dataset: {} (manifest sha256 {})",
+            card.dataset,
+            sha(&card.dataset_manifest_sha256)
+        )?;
+        match &card.training.pretrained_sha256 {
+            Some(sha) => writeln!(out, "pretrained weights: sha256 {sha}")?,
+            None => writeln!(out, "pretrained weights: none (trained from scratch)")?,
+        }
+        writeln!(
+            out,
+            "training: {}",
+            serde_json::Value::Object(card.training.config.clone())
+        )?;
+        writeln!(out, "precision: {}", card.precision.name())?;
+        if let Some(quantisation) = &card.quantisation {
+            let keep: Vec<String> = quantisation.keep_f32.iter().map(json_name).collect();
+            writeln!(out, "int8 weights: {}", json_name(&quantisation.weights))?;
+            writeln!(
+                out,
+                "kept in f32 (--keep-f32): {}",
+                if keep.is_empty() {
+                    "none".to_string()
+                } else {
+                    keep.join(", ")
+                }
+            )?;
+            let calibration = &quantisation.calibration;
+            let method = match calibration.method {
+                CalibrationMethod::MinMax => "min/max".to_string(),
+                CalibrationMethod::Percentile(p) => format!("percentile {p}"),
+            };
+            writeln!(
+                out,
+                "calibration: {method} over {} tiles of {} ({} split, manifest sha256 {})",
+                calibration.tiles,
+                calibration.dataset,
+                calibration.split,
+                sha(&calibration.dataset_manifest_sha256)
+            )?;
+            writeln!(
+                out,
+                "bias correction: {}",
+                if quantisation.bias_correction {
+                    "on (on the calibration tiles)"
+                } else {
+                    "off"
+                }
+            )?;
+        }
+        writeln!(out, "exporter: {}", card.exporter)
+    })();
+    out
+}
+
+/// The JSON name of a card enum value (`per-channel`, `depthwise`), as the card writes it.
+fn json_name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 fn parse_key(text: &str) -> anyhow::Result<MacKey> {
     MacKey::from_hex(text).ok_or_else(|| anyhow::anyhow!("the mission key must be 64 hex digits"))
 }
@@ -187,10 +281,7 @@ pub fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!(
-                "orbhash-edge: error: {}",
-                format!("{error:#}")
-            );
+            eprintln!("orbhash-edge: error: {error:#}");
             ExitCode::FAILURE
         }
     }
@@ -204,25 +295,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("input shape: {:?}", loaded.input_shape());
             println!("outputs: {}", loaded.output_names().join(", "));
             println!("graph id: {}", loaded.graph_id());
-            for (key, value) in loaded.metadata() {
-                println!("metadata {key}: {value}");
-            }
-            match ModelCard::from_props(loaded.metadata()) {
-                Ok(_) => {
-                    let hasher = Hasher::open(&model, batch)?;
-                    let card = hasher.card();
-                    println!(
-                        "card: ok — {} bits, {} classes, {} input {}px, tiles {}px every {}px",
-                        card.bits,
-                        card.classes.len(),
-                        card.precision.name(),
-                        card.input.size,
-                        card.tile.size,
-                        card.tile.stride
-                    );
-                }
-                Err(error) => println!("card: {error}"),
-            }
+            let card = ModelCard::from_props(loaded.metadata())
+                .with_context(|| format!("{}: unusable model card", model.display()))?;
+            print!("{}", describe_card(&card));
+            // The board's own checks of the card against the graph (ids, shapes, output widths).
+            Hasher::open(&model, batch)?;
+            println!("card: agrees with the graph");
             Ok(())
         }
         Command::Run(args) => {
@@ -325,6 +403,65 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", profile_table(&profile, top));
             }
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orbhash_contract::card::{
+        Calibration, CardFormat, ConvKind, Precision, Quantisation, TileSpec, Training,
+        WeightScaling,
+    };
+    use orbhash_contract::input::{BandScale, InputSpec};
+    use orbhash_wire::ModelId;
+
+    #[test]
+    fn inspect_says_how_a_file_was_quantised() {
+        let card = ModelCard {
+            format: CardFormat,
+            model_id: ModelId::of_model(b"graph"),
+            bits: 64,
+            classes: vec!["farm".into(), "water".into()],
+            input: InputSpec::multispectral(128, vec![0, 1, 2], vec![BandScale::U16; 3]),
+            band_names: ["B04", "B03", "B02", "B08"].map(String::from).to_vec(),
+            tile: TileSpec {
+                size: 32,
+                stride: 32,
+            },
+            precision: Precision::Int8,
+            dataset: "s2-brandenburg".into(),
+            dataset_manifest_sha256: None,
+            training: Training {
+                pretrained_sha256: Some("ab".repeat(32)),
+                config: Default::default(),
+            },
+            quantisation: Some(Quantisation {
+                weights: WeightScaling::PerChannel,
+                keep_f32: vec![ConvKind::Stem, ConvKind::Depthwise],
+                calibration: Calibration {
+                    method: CalibrationMethod::MinMax,
+                    tiles: 159,
+                    dataset: "s2-brandenburg".into(),
+                    dataset_manifest_sha256: None,
+                    split: "database".into(),
+                },
+                bias_correction: false,
+            }),
+            exporter: "orbhash 0.1.0".into(),
+        };
+        let text = describe_card(&card);
+        for line in [
+            "input: 128 px, channels B04/B03/B02 of stored bands B04/B03/B02/B08",
+            &format!("pretrained weights: sha256 {}", "ab".repeat(32)),
+            "int8 weights: per-channel",
+            "kept in f32 (--keep-f32): stem, depthwise",
+            "calibration: min/max over 159 tiles of s2-brandenburg (database split, manifest \
+             sha256 none)",
+            "bias correction: off",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
         }
     }
 }

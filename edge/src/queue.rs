@@ -32,17 +32,18 @@ use orbhash_wire::{Decoder, OwnedEvent};
 /// A segment is closed and a new one started once it holds this many bytes.
 pub const SEGMENT_BYTES: u64 = 64 * 1024;
 const ENTRY_HEADER: u64 = 8;
-const CASTAGNOLI: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
-const SEQUENCE_MODULUS: u32 = 1 << 14;
+// The wire format's CRC-32C, so packets and queue entries share one definition.
+use orbhash_wire::{CRC32C as CASTAGNOLI, SEQUENCE_MODULUS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    #[error("queue {path}: {source}")]
+    #[error("queue {}", path.display())]
     Io {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
-    #[error("queue {path}: {reason}")]
+    #[error("queue {}: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
 }
 
@@ -250,7 +251,7 @@ impl Queue {
             .sum();
         recovery.pending_frames = segments.iter().map(|s| s.entries.len()).sum();
         recovery.next_sequence_count =
-            last_sequence_count.map_or(0, |n| ((u32::from(n) + 1) % SEQUENCE_MODULUS) as u16);
+            last_sequence_count.map_or(0, |n| ((u32::from(n) + 1) % u32::from(SEQUENCE_MODULUS)) as u16);
         let queue = Self {
             dir: dir.to_path_buf(),
             max_bytes,

@@ -22,10 +22,11 @@ use orbhash_wire::{MacKey, PacketContext, PacketWriter, Record, TilePosition, Wr
 use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 
-use orbhash_infer::hasher::{Hashed, Hasher, HasherError};
+use crate::error_chain;
 use crate::link::{ChannelStats, Link, LinkTarget, Simulation};
 use crate::queue::{Queue, QueueError, QueueStats};
 use crate::source::{SourceError, Tile, TileProblem, TileSource};
+use orbhash_infer::hasher::{Hashed, Hasher, HasherError};
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -69,6 +70,9 @@ pub struct RunSummary {
     pub epoch: u32,
     pub scene_id: u32,
     pub tiles_in_source: u32,
+    /// The card's band names, when the source does not name its bands and has as many: they
+    /// were assumed, not checked by name.
+    pub bands_assumed: Option<Vec<String>>,
     pub tiles_already_done: u32,
     pub tiles_hashed: u64,
     pub tiles_failed: u64,
@@ -108,7 +112,18 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
             .map_err(|e| RunError::Stage(e.to_string()))??
     };
     let card = hasher.card().clone();
-    let source = Arc::new(TileSource::open(&options.tiles, card.tile)?);
+    // The bands are checked here, once, before any tile is read for hashing.
+    let source = Arc::new(TileSource::open(&options.tiles, &card)?);
+    let bands_assumed = source.assumed_bands().map(<[String]>::to_vec);
+    if let Some(names) = &bands_assumed {
+        if options.progress {
+            eprintln!(
+                "orbhash-edge: {} does not name its bands; assuming the model's {}",
+                options.tiles.display(),
+                names.join(", ")
+            );
+        }
+    }
     let (queue, recovery) = Queue::open(&options.queue, options.queue_max_bytes)?;
     let queue = Arc::new(Mutex::new(queue));
     let scene_id = source.scene_id();
@@ -158,7 +173,7 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
                             Ok(input) => pending.push((tile, input)),
                             Err(error) => report(TileProblem {
                                 name: tile.name.clone(),
-                                reason: error.to_string(),
+                                reason: error_chain(&error),
                             }),
                         },
                         Some(Err(problem)) => report(problem),
@@ -288,7 +303,7 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
                     let queue = queue
                         .lock()
                         .map_err(|_| "queue lock poisoned".to_string())?;
-                    queue.peek().map_err(|e| e.to_string())?
+                    queue.peek().map_err(|e| error_chain(&e))?
                 };
                 let Some(frame) = frame else {
                     if !producing.load(Ordering::SeqCst) {
@@ -305,7 +320,7 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
                             .lock()
                             .map_err(|_| "queue lock poisoned".to_string())?
                             .mark_sent()
-                            .map_err(|e| e.to_string())?;
+                            .map_err(|e| error_chain(&e))?;
                     }
                     Err(error) => {
                         failures += 1;
@@ -375,6 +390,7 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
         epoch: recovery.epoch,
         scene_id,
         tiles_in_source: source.len(),
+        bands_assumed,
         tiles_already_done: already_done,
         tiles_hashed: hashed,
         tiles_failed: counters.failed.load(Ordering::Relaxed),

@@ -1,4 +1,5 @@
-//! Where the fetched assets (registry packages unpacked by `scripts/fetch-assets.sh`) live.
+//! Where the fetched assets (registry packages unpacked by `scripts/fetch-assets.sh`) live, and what
+//! a test does when one is missing.
 //!
 //! The cache is `$ORBHASH_CACHE` when set, else the nearest `.cache/` holding `assets/` in the
 //! current directory or one of its parents, so the repository's cache is found from any of its
@@ -20,13 +21,23 @@ pub fn cache_dir() -> Option<PathBuf> {
         .find(|cache| cache.join("assets").is_dir())
 }
 
+/// Where a fetched file is, by its path under `assets/`, whether or not it is there.
+pub fn asset_path(relative: impl AsRef<Path>) -> PathBuf {
+    in_cache(Path::new("assets").join(relative))
+}
+
 /// A fetched file, by its path under `assets/`, when present.
 pub fn asset(relative: &str) -> Option<PathBuf> {
-    let path = cache_dir()?.join("assets").join(relative);
+    let path = asset_path(relative);
     path.is_file().then_some(path)
 }
 
-/// The pretrained EfficientNet-Lite0 checkpoint (legacy PyTorch format), when fetched.
+/// Where the pretrained EfficientNet-Lite0 checkpoint (legacy PyTorch format) is once fetched.
+pub fn efficientnet_lite0_checkpoint_path() -> PathBuf {
+    asset_path(CHECKPOINT)
+}
+
+/// The pretrained EfficientNet-Lite0 checkpoint, when fetched.
 pub fn efficientnet_lite0_checkpoint() -> Option<PathBuf> {
     asset(CHECKPOINT)
 }
@@ -36,4 +47,23 @@ pub fn in_cache(relative: impl AsRef<Path>) -> PathBuf {
     cache_dir()
         .unwrap_or_else(|| PathBuf::from(".cache"))
         .join(relative)
+}
+
+/// For a test that needs real assets (fetched files, built data sets, pretrained weights):
+/// `Some(paths)` when every one exists. When one is missing, the test fails under `CI=true`, where
+/// a test that quietly did nothing would be a lie, and elsewhere it prints why it skips and gets
+/// `None`. `how_to_get` says what makes the asset (e.g. "run scripts/setup.sh").
+pub fn require_or_skip<const N: usize>(
+    paths: [PathBuf; N],
+    how_to_get: &str,
+) -> Option<[PathBuf; N]> {
+    let Some(missing) = paths.iter().find(|path| !path.exists()) else {
+        return Some(paths);
+    };
+    let reason = format!("{} is missing ({how_to_get})", missing.display());
+    if std::env::var("CI").is_ok_and(|value| value == "true") {
+        panic!("CI=true, and this test needs a real asset: {reason}");
+    }
+    println!("skipping: {reason}");
+    None
 }

@@ -7,10 +7,8 @@ fn main() -> ExitCode {
     match orbhash_host::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!(
-                "orbhash: error: {}",
-                format!("{error:#}")
-            );
+            // `{:#}` appends every source: each error names its own cause once, never its source's.
+            eprintln!("orbhash: error: {error:#}");
             ExitCode::FAILURE
         }
     }

@@ -1,4 +1,5 @@
-//! The libtorch runtime: CUDA back-end loading, device choice and thread count.
+//! The libtorch runtime: CUDA back-end loading, device choice and thread count, and `orbhash info`,
+//! which reports them.
 //!
 //! tch links `libtorch_cuda.so` with `--as-needed`, and since nothing in the binary calls into it
 //! directly the linker drops it (tch-rs issue 980): libtorch then never registers its CUDA
@@ -130,6 +131,40 @@ pub fn select_device(choice: DeviceChoice) -> Result<tch::Device, DeviceError> {
             Ok(tch::Device::Cpu)
         }
     }
+}
+
+/// `orbhash info`'s options.
+#[derive(Debug, clap::Args)]
+pub struct InfoArgs {
+    /// Device to run the check convolution on: `auto` (CUDA when usable, else CPU), `cpu` or
+    /// `cuda` (fails when CUDA is not usable).
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+/// `orbhash info`: how this build runs libtorch, proven by one convolution on the chosen device.
+pub fn run_info(args: &InfoArgs) -> anyhow::Result<()> {
+    println!("orbhash {}", env!("CARGO_PKG_VERSION"));
+    println!("training support: yes (libtorch via tch)");
+    println!("libtorch threads: {}", tch::get_num_threads());
+    match cuda_support() {
+        CudaSupport::Available { devices } => {
+            println!("cuda available: true ({devices} device(s))");
+            println!("cudnn available: {}", tch::Cuda::cudnn_is_available());
+        }
+        // The reason is printed once, by select_device below.
+        CudaSupport::Unavailable { .. } => println!("cuda available: false"),
+    }
+    let device = select_device(args.device)?;
+    let input = tch::Tensor::randn([2, 3, 32, 32], (tch::Kind::Float, device));
+    let weight = tch::Tensor::randn([8, 3, 3, 3], (tch::Kind::Float, device));
+    let output = input.f_conv2d(&weight, None::<tch::Tensor>, [1, 1], [1, 1], [1, 1], 1)?;
+    println!(
+        "convolution on {:?}: ok, output {:?}",
+        output.device(),
+        output.size()
+    );
+    Ok(())
 }
 
 /// Settles libtorch for a test: the CUDA back-end loaded if present, and one intra-op thread so

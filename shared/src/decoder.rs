@@ -17,6 +17,13 @@
 //! The epoch is a per-pass counter the flight software raises at every pass and every reboot.
 //! A higher epoch restarts tracking for its APID (sequence counts may restart after a reboot).
 //!
+//! # Per-pass accounting
+//!
+//! The same counts are kept per pass, an (APID, epoch) pair: [`Decoder::pass`] gives the current
+//! pass of an APID as a [`PassStats`]. This is the one place loss is counted; the ground stores
+//! these figures rather than recounting from what it archived, so a session's totals are exactly
+//! the sums over its passes.
+//!
 //! With a key ([`Decoder::authenticated`]) every packet must carry a valid MAC, and the decoder
 //! also refuses what a replayed, genuine packet would look like: an epoch below the highest
 //! accepted for its APID, a count seen already in the window, or a count too far behind to check.
@@ -141,6 +148,31 @@ pub enum Event<'a> {
     Rejected(Rejection),
 }
 
+/// One pass's accounting: the packets of one (APID, epoch) since the decoder started tracking it.
+///
+/// Without a key an APID may go back to an epoch it left (a flight-side reset, or two recordings
+/// spliced together); tracking then starts afresh under a new [`run`](Self::run), so the figures
+/// of one run never mix with another's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassStats {
+    pub apid: u16,
+    pub epoch: u32,
+    /// Which tracking run of this decoder this is, counted from 0 across every APID.
+    pub run: u32,
+    /// Packets accepted (in order, after a gap, late, or after a resync).
+    pub packets: u64,
+    pub records: u64,
+    /// Packets known lost: sum of the gaps, less the late packets that filled them.
+    pub missing: u64,
+    pub late: u64,
+    /// Packets refused as already accepted in this run.
+    pub duplicates: u64,
+    /// Gaps seen (each is one [`Continuity::Gap`]).
+    pub gaps: u64,
+    /// Without a key: times tracking restarted within the pass ([`Continuity::Resync`]).
+    pub resyncs: u64,
+}
+
 /// Running totals since the decoder was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DecoderStats {
@@ -224,15 +256,17 @@ struct ApidTrack {
     /// How many counts before `next` have been tracked since tracking (re)started, at most
     /// REPLAY_WINDOW. A late packet inside this span filled a gap already counted as missing.
     span: u16,
+    pass: PassStats,
 }
 
 impl ApidTrack {
-    fn start(epoch: u32, sequence_count: u16) -> Self {
+    fn start(pass: PassStats, sequence_count: u16) -> Self {
         let mut track = Self {
-            epoch,
+            epoch: pass.epoch,
             next: sequence_count,
             seen: [0; WINDOW_WORDS],
             span: 0,
+            pass,
         };
         track.advance_to(sequence_count, 0);
         track
@@ -279,10 +313,67 @@ impl ApidTrack {
 #[derive(Debug, Clone, Default)]
 struct SequenceTracker {
     tracks: heapless::LinearMap<u16, ApidTrack, MAX_APIDS>,
+    /// Runs started so far: the next [`PassStats::run`].
+    runs: u32,
 }
 
 impl SequenceTracker {
+    fn new_pass(&mut self, apid: u16, epoch: u32) -> PassStats {
+        let run = self.runs;
+        self.runs = self.runs.wrapping_add(1);
+        PassStats {
+            apid,
+            epoch,
+            run,
+            ..PassStats::default()
+        }
+    }
+
+    fn pass(&self, apid: u16) -> Option<&PassStats> {
+        self.tracks.get(&apid).map(|track| &track.pass)
+    }
+
+    /// Places a packet that passed every packet-level check in its APID's sequence, updating the
+    /// pass and the decoder's totals alike.
     fn classify(
+        &mut self,
+        header: &crate::packet::PacketHeader,
+        strict: bool,
+        stats: &mut DecoderStats,
+    ) -> Result<Continuity, SequenceError> {
+        let outcome = self.place(
+            header.apid,
+            header.epoch,
+            header.sequence_count,
+            strict,
+            stats,
+        );
+        if let Some(track) = self.tracks.get_mut(&header.apid) {
+            let pass = &mut track.pass;
+            match outcome {
+                Ok(continuity) => {
+                    pass.packets = pass.packets.saturating_add(1);
+                    pass.records = pass.records.saturating_add(u64::from(header.record_count));
+                    match continuity {
+                        Continuity::Gap { missing } => {
+                            pass.gaps = pass.gaps.saturating_add(1);
+                            pass.missing = pass.missing.saturating_add(u64::from(missing));
+                        }
+                        Continuity::Resync => pass.resyncs = pass.resyncs.saturating_add(1),
+                        Continuity::Late => pass.late = pass.late.saturating_add(1),
+                        Continuity::First | Continuity::InOrder | Continuity::EpochChange => {}
+                    }
+                }
+                Err(SequenceError::Duplicate { .. }) => {
+                    pass.duplicates = pass.duplicates.saturating_add(1);
+                }
+                Err(_) => {}
+            }
+        }
+        outcome
+    }
+
+    fn place(
         &mut self,
         apid: u16,
         epoch: u32,
@@ -290,27 +381,37 @@ impl SequenceTracker {
         strict: bool,
         stats: &mut DecoderStats,
     ) -> Result<Continuity, SequenceError> {
-        let Some(track) = self.tracks.get_mut(&apid) else {
+        let Some(current_epoch) = self.tracks.get(&apid).map(|track| track.epoch) else {
+            if self.tracks.len() >= MAX_APIDS {
+                return Err(SequenceError::TooManyApids { apid });
+            }
+            let pass = self.new_pass(apid, epoch);
             return match self
                 .tracks
-                .insert(apid, ApidTrack::start(epoch, sequence_count))
+                .insert(apid, ApidTrack::start(pass, sequence_count))
             {
                 Ok(_) => Ok(Continuity::First),
                 Err(_) => Err(SequenceError::TooManyApids { apid }),
             };
         };
-        if epoch != track.epoch {
-            if epoch < track.epoch && strict {
+        if epoch != current_epoch {
+            if epoch < current_epoch && strict {
                 return Err(SequenceError::StaleEpoch {
                     apid,
                     epoch,
-                    current: track.epoch,
+                    current: current_epoch,
                 });
             }
-            *track = ApidTrack::start(epoch, sequence_count);
+            let pass = self.new_pass(apid, epoch);
+            if let Some(track) = self.tracks.get_mut(&apid) {
+                *track = ApidTrack::start(pass, sequence_count);
+            }
             stats.epoch_changes = stats.epoch_changes.saturating_add(1);
             return Ok(Continuity::EpochChange);
         }
+        let Some(track) = self.tracks.get_mut(&apid) else {
+            return Err(SequenceError::TooManyApids { apid });
+        };
         let ahead = sequence_count.wrapping_sub(track.next) % SEQUENCE_MODULUS;
         if ahead < HALF_SEQUENCE {
             track.advance_to(sequence_count, ahead);
@@ -332,6 +433,7 @@ impl SequenceTracker {
             track.mark(sequence_count);
             if behind < track.span {
                 stats.missing = stats.missing.saturating_sub(1);
+                track.pass.missing = track.pass.missing.saturating_sub(1);
             }
             stats.late = stats.late.saturating_add(1);
             return Ok(Continuity::Late);
@@ -342,7 +444,9 @@ impl SequenceTracker {
                 sequence_count,
             });
         }
-        *track = ApidTrack::start(epoch, sequence_count);
+        // A resync stays in the same pass: its figures carry on.
+        let pass = track.pass;
+        *track = ApidTrack::start(pass, sequence_count);
         stats.resyncs = stats.resyncs.saturating_add(1);
         Ok(Continuity::Resync)
     }
@@ -418,22 +522,37 @@ impl Decoder {
         Some(self.complete(boundary))
     }
 
-    /// Ends the stream: a frame cut off without its delimiter is reported.
-    pub fn finish(&mut self) -> Option<Rejection> {
+    /// The current pass of `apid`: what its latest epoch has brought so far.
+    pub fn pass(&self, apid: u16) -> Option<&PassStats> {
+        self.tracker.pass(apid)
+    }
+
+    /// The current pass of every APID seen.
+    pub fn passes(&self) -> impl Iterator<Item = &PassStats> {
+        self.tracker.tracks.values().map(|track| &track.pass)
+    }
+
+    /// Ends the stream. Bytes after the last delimiter are tried as a frame: a recording that
+    /// stops right after a packet (the delimiter never written) still yields it when its CRC
+    /// holds; anything else there is reported as [`FrameError::Unterminated`].
+    pub fn finish(&mut self) -> Option<Event<'_>> {
         self.release_frame();
         self.discarding = false;
         if self.frame.is_empty() {
             return None;
         }
         self.stats.frames = self.stats.frames.saturating_add(1);
-        self.stats.discarded_bytes = self
-            .stats
-            .discarded_bytes
-            .saturating_add(self.frame.len() as u64);
-        self.frame.clear();
-        let rejection = Rejection::Frame(FrameError::Unterminated);
-        self.stats.count(&rejection);
-        Some(rejection)
+        let frame_len = self.frame.len();
+        if let Ok(packet_len) = cobs::decode_in_place(&mut self.frame) {
+            let intact = self
+                .frame
+                .get(..packet_len)
+                .is_some_and(|packet| decode_packet(packet, self.key.as_ref()).is_ok());
+            if intact {
+                return Some(self.accept(frame_len, packet_len));
+            }
+        }
+        Some(self.reject(Rejection::Frame(FrameError::Unterminated), frame_len))
     }
 
     fn release_frame(&mut self) {
@@ -492,6 +611,12 @@ impl Decoder {
         let Ok(packet_len) = cobs::decode_in_place(&mut self.frame) else {
             return self.reject(Rejection::Frame(FrameError::Cobs), frame_len);
         };
+        self.accept(frame_len, packet_len)
+    }
+
+    /// Checks the packet the frame buffer holds after COBS decoding (its first `packet_len`
+    /// bytes) and places it in its sequence.
+    fn accept(&mut self, frame_len: usize, packet_len: usize) -> Event<'_> {
         self.frame_done = true;
         let packet = self.frame.get(..packet_len).unwrap_or(&[]);
         let view = match decode_packet(packet, self.key.as_ref()) {
@@ -505,13 +630,10 @@ impl Decoder {
             }
         };
         let header = &view.header;
-        match self.tracker.classify(
-            header.apid,
-            header.epoch,
-            header.sequence_count,
-            self.key.is_some(),
-            &mut self.stats,
-        ) {
+        match self
+            .tracker
+            .classify(header, self.key.is_some(), &mut self.stats)
+        {
             Ok(continuity) => {
                 self.stats.packets = self.stats.packets.saturating_add(1);
                 self.stats.records = self
@@ -582,7 +704,7 @@ impl<R: embedded_io::Read> StreamDecoder<R> {
                 let read = self.reader.read(&mut self.buffer)?;
                 if read == 0 {
                     self.ended = true;
-                    return Ok(self.decoder.finish().map(Event::Rejected));
+                    return Ok(self.decoder.finish());
                 }
                 self.start = 0;
                 self.end = read.min(self.buffer.len());

@@ -67,14 +67,16 @@ impl From<Event<'_>> for OwnedEvent {
 }
 
 impl Decoder {
-    /// Decodes all of `bytes` as a complete stream (an unterminated tail is reported).
+    /// Decodes all of `bytes` as a complete stream, ending it with [`Decoder::finish`].
     pub fn decode_all(&mut self, bytes: &[u8]) -> Vec<OwnedEvent> {
         let mut input = bytes;
         let mut events = Vec::new();
         while let Some(event) = self.feed(&mut input) {
             events.push(event.into());
         }
-        events.extend(self.finish().map(OwnedEvent::Rejected));
+        if let Some(event) = self.finish() {
+            events.push(event.into());
+        }
         events
     }
 }

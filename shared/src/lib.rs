@@ -9,10 +9,26 @@
 //!   [`decode_packet`] (CRC-32C, optional truncated HMAC-SHA-256 under a [`MacKey`]).
 //! - On byte streams each packet is a COBS frame ending in 0x00: [`PacketWriter`] writes them to an
 //!   `embedded_io::Write`; [`Decoder`] reads any chunking of bytes back into [`Event`]s and counts
-//!   losses, duplicates and replays ([`DecoderStats`]).
+//!   losses, duplicates and replays ([`DecoderStats`], and per pass [`PassStats`]).
 //!
 //! The byte layout is in the [`packet`] module docs and in `FORMAT.md` beside this crate.
 #![no_std]
+// Everything here parses bytes off a radio link: no path may panic on what it reads.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 #[cfg(feature = "std")]
 extern crate std;
@@ -27,15 +43,19 @@ pub mod record;
 mod wire;
 pub mod writer;
 
-pub use code::{hamming, hamming_words, pack_words, words_for, Code, CodeError};
+pub use code::{
+    hamming, hamming_words, is_supported_length, pack_words, words_for, Code, CodeError,
+    SUPPORTED_BITS,
+};
 pub use decoder::{
-    Continuity, Decoder, DecoderStats, Event, FrameError, Rejection, SequenceError, StreamDecoder,
+    Continuity, Decoder, DecoderStats, Event, FrameError, PassStats, Rejection, SequenceError,
+    StreamDecoder,
 };
 #[cfg(feature = "std")]
 pub use io::{decode_stream, OwnedEvent, StdIo};
 pub use packet::{
     decode_packet, encode_packet, EncodeError, MacKey, Malformed, PacketContext, PacketError,
-    PacketHeader, PacketView, Records,
+    PacketHeader, PacketView, Records, CRC32C, SEQUENCE_MODULUS,
 };
 pub use record::{
     confidence_probability, quantise_confidence, scene_id_of, MapCoordinates, ModelId, Record,

@@ -76,8 +76,9 @@ const EXCEPTION_BITMAP_MAX: usize = (MAX_RECORDS as usize) / 8;
 /// version + flags + model id: the fixed-width start of the data field.
 const FIXED_DATA_HEADER_LEN: usize = 10;
 
-/// CRC-32C as in CFDP checksum type 2 and iSCSI.
-const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+/// CRC-32C (Castagnoli; as in CFDP checksum type 2 and iSCSI): the packet trailer, and every
+/// other checksum orbhash writes (the board's downlink queue entries), so there is one definition.
+pub const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 
 /// The mission's pre-shared authentication key, 256 bits.
 #[derive(Clone, PartialEq, Eq)]

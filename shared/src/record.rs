@@ -64,7 +64,11 @@ pub struct TilePosition {
 /// it, so an operator can ask for a scene by name.
 pub fn scene_id_of(name: &str) -> u32 {
     let digest = Sha256::digest(name.as_bytes());
-    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+    let mut first = [0u8; 4];
+    for (slot, byte) in first.iter_mut().zip(digest.iter()) {
+        *slot = *byte;
+    }
+    u32::from_be_bytes(first)
 }
 
 /// How a scene is cut into tiles, so a tile's pixel position follows from its id.

@@ -224,3 +224,101 @@ fn garbage_and_oversized_runs_resynchronise_at_the_next_delimiter() {
         assert_eq!(seen.len(), 5);
     }
 }
+
+#[test]
+fn a_last_frame_without_its_delimiter_is_still_a_packet_when_intact() {
+    // A recording cut right after the last packet, before its 0x00 was written.
+    let mut stream = [frame(1, 0, 1, None), frame(1, 1, 1, None)].concat();
+    assert_eq!(stream.pop(), Some(0));
+    for chunk in [1usize, 7, 5000] {
+        let mut decoder = Decoder::new();
+        let seen = decode_chunked(&mut decoder, &stream, &[chunk]);
+        let kinds: Vec<_> = seen.iter().map(continuity).collect();
+        assert_eq!(
+            kinds,
+            [Some(Continuity::First), Some(Continuity::InOrder)],
+            "chunk {chunk}"
+        );
+        let stats = decoder.stats();
+        assert_eq!((stats.packets, stats.corrupted()), (2, 0), "{stats:?}");
+    }
+    // A tail that is not a whole packet is still reported as cut off.
+    stream.truncate(stream.len() - 3);
+    let mut decoder = Decoder::new();
+    let seen = decode_chunked(&mut decoder, &stream, &[usize::MAX]);
+    assert_eq!(decoder.stats().packets, 1);
+    assert_eq!(
+        seen.last(),
+        Some(&Seen::Rejected(Rejection::Frame(FrameError::Unterminated)))
+    );
+}
+
+#[test]
+fn each_pass_is_accounted_for_and_the_totals_are_its_sums() {
+    // APID 1 epoch 1: a gap of 2 (one filled late), a duplicate; then epoch 2 with a gap of 1;
+    // then, without a key, back to epoch 1: a new run of that pass.
+    let frames: Vec<_> = [
+        (1u16, 0u16, 1u32),
+        (1, 1, 1),
+        (1, 4, 1),
+        (1, 2, 1),
+        (1, 2, 1),
+        (1, 5, 1),
+        (2, 7, 1),
+        (1, 0, 2),
+        (1, 2, 2),
+        (1, 9, 1),
+    ]
+    .iter()
+    .map(|&(apid, seq, epoch)| frame(apid, seq, epoch, None))
+    .collect();
+    let mut decoder = Decoder::new();
+    let mut passes = Vec::new();
+    let mut input: &[u8] = &frames.concat();
+    while let Some(event) = decoder.feed(&mut input) {
+        let apid = match event {
+            orbhash_wire::Event::Packet { packet, .. } => packet.header.apid,
+            orbhash_wire::Event::Rejected(Rejection::Sequence(SequenceError::Duplicate {
+                apid,
+                ..
+            })) => apid,
+            orbhash_wire::Event::Rejected(other) => panic!("{other}"),
+        };
+        let pass = *decoder.pass(apid).expect("tracked");
+        // Keep the latest figures of each run.
+        passes.retain(|p: &orbhash_wire::PassStats| p.run != pass.run);
+        passes.push(pass);
+    }
+    passes.sort_by_key(|p| p.run);
+    let figures: Vec<_> = passes
+        .iter()
+        .map(|p| {
+            (
+                p.apid,
+                p.epoch,
+                p.packets,
+                p.missing,
+                p.late,
+                p.duplicates,
+                p.gaps,
+            )
+        })
+        .collect();
+    assert_eq!(
+        figures,
+        [
+            (1, 1, 5, 1, 1, 1, 1),
+            (2, 1, 1, 0, 0, 0, 0),
+            (1, 2, 2, 1, 0, 0, 1),
+            (1, 1, 1, 0, 0, 0, 0),
+        ]
+    );
+    let stats = decoder.stats();
+    let sum = |f: fn(&orbhash_wire::PassStats) -> u64| passes.iter().map(f).sum::<u64>();
+    assert_eq!(stats.missing, sum(|p| p.missing));
+    assert_eq!(stats.late, sum(|p| p.late));
+    assert_eq!(stats.duplicates, sum(|p| p.duplicates));
+    assert_eq!(stats.packets, sum(|p| p.packets));
+    assert_eq!(stats.records, sum(|p| p.records));
+    assert_eq!(decoder.passes().count(), 2);
+}

@@ -1,5 +1,4 @@
-//! The `std` extras: std::io adapters and owned events.
-#![cfg(feature = "std")]
+//! The `std` extras: std::io adapters and owned events (`required-features = ["std"]`).
 
 mod common;
 

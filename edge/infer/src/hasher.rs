@@ -15,16 +15,23 @@ use tract_onnx::prelude::Tensor;
 
 use crate::model::{ModelError, OnnxModel};
 
+/// Why a model cannot be used, or a tile not hashed. A variant's message never repeats its
+/// source: print the chain (anyhow's `{:#}`) to see the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum HasherError {
     #[error(transparent)]
     Model(#[from] ModelError),
-    #[error("{origin}: {source}")]
-    Card { origin: String, source: CardError },
+    #[error("{origin}: unusable model card")]
+    Card {
+        origin: String,
+        #[source]
+        source: CardError,
+    },
     #[error("{origin}: the model contradicts its card: {reason}")]
     Inconsistent { origin: String, reason: String },
-    #[error("tile does not fit the model input: {0}")]
+    #[error("tile does not fit the model input")]
     Input(#[from] InputError),
+    /// `CodeError` is not a `std::error::Error` (the wire crate is `no_std`): said here, once.
     #[error("the model gave a code the wire cannot carry: {0:?}")]
     Code(CodeError),
 }
@@ -164,12 +171,18 @@ impl Hasher {
         let batch = self.batch();
         let outputs = self.model.run(self.batch_tensor(inputs)?)?;
         let rows = |slot: usize| -> Result<Vec<f32>, HasherError> {
-            let view = outputs[slot]
+            let missing = || ModelError::Run(format!("the model gave no output {slot}"));
+            let view = outputs
+                .get(slot)
+                .ok_or_else(missing)?
                 .to_plain_array_view::<f32>()
                 .map_err(|error| ModelError::Run(format!("{error:#}")))?;
             let all: Vec<f32> = view.iter().copied().collect();
-            let per_row = all.len() / batch;
-            Ok(all[..inputs.len() * per_row].to_vec())
+            let per_row = all.len() / batch.max(1);
+            Ok(all
+                .get(..inputs.len() * per_row)
+                .ok_or_else(missing)?
+                .to_vec())
         };
         Ok((rows(self.hash_slot)?, rows(self.probs_slot)?))
     }
@@ -207,5 +220,156 @@ impl Hasher {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::test_graphs::{f32_tensor, f32_value_info, model, node};
+    use orbhash_contract::card::{CardFormat, Precision, TileSpec, Training, CARD_KEY};
+    use orbhash_contract::input::{BandScale, InputSpec};
+    use orbhash_wire::ModelId;
+    use tract_onnx::pb;
+
+    /// `source()` after `source()`, as anyhow's `{:#}` prints them.
+    fn chain(error: &dyn std::error::Error) -> String {
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+
+    /// image (N×1×2×2) → flatten → 16 hash activations and 2 class probabilities.
+    fn graph() -> pb::GraphProto {
+        use pb::tensor_shape_proto::dimension::Value::{DimParam, DimValue};
+        let hash: Vec<f32> = (0..64)
+            .map(|i| if i % 3 == 0 { 1.0 } else { -0.5 })
+            .collect();
+        let probs: Vec<f32> = (0..8).map(|i| i as f32 * 0.1).collect();
+        pb::GraphProto {
+            name: "tiny".into(),
+            node: vec![
+                node("Flatten", &["image"], "flat"),
+                node("MatMul", &["flat", "w_hash"], "hash"),
+                node("MatMul", &["flat", "w_probs"], "logits"),
+                pb::NodeProto {
+                    attribute: vec![pb::AttributeProto {
+                        name: "axis".into(),
+                        r#type: pb::attribute_proto::AttributeType::Int as i32,
+                        i: 1,
+                        ..Default::default()
+                    }],
+                    ..node("Softmax", &["logits"], "probs")
+                },
+            ],
+            initializer: vec![
+                f32_tensor("w_hash", &[4, 16], &hash),
+                f32_tensor("w_probs", &[4, 2], &probs),
+            ],
+            input: vec![f32_value_info(
+                "image",
+                vec![DimParam("N".into()), DimValue(1), DimValue(2), DimValue(2)],
+            )],
+            output: vec![
+                f32_value_info("hash", vec![DimParam("N".into()), DimValue(16)]),
+                f32_value_info("probs", vec![DimParam("N".into()), DimValue(2)]),
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn card(graph: &pb::GraphProto) -> ModelCard {
+        ModelCard {
+            format: CardFormat,
+            model_id: ModelId::of_model(&prost::Message::encode_to_vec(graph)),
+            bits: 16,
+            classes: vec!["land".into(), "water".into()],
+            input: InputSpec::multispectral(2, vec![0], vec![BandScale::U16]),
+            band_names: vec!["B08".into()],
+            tile: TileSpec { size: 2, stride: 2 },
+            precision: Precision::F32,
+            dataset: "tiny".into(),
+            dataset_manifest_sha256: None,
+            training: Training {
+                pretrained_sha256: None,
+                config: Default::default(),
+            },
+            quantisation: None,
+            exporter: "test".into(),
+        }
+    }
+
+    #[test]
+    fn a_carded_model_hashes_tiles() {
+        let graph = graph();
+        let card = card(&graph);
+        let bytes = model(graph, card.to_props());
+        let hasher = Hasher::from_bytes(&bytes, 2, "tiny.onnx").expect("loads");
+        assert_eq!(hasher.card(), &card);
+        let tile = RawImage {
+            width: 2,
+            height: 2,
+            bands: 1,
+            samples: vec![65535.0; 4],
+            georeference: None,
+            band_names: None,
+        };
+        let input = hasher.preprocess(&tile).expect("preprocesses");
+        let hashed = hasher
+            .hash(&[input.clone(), input.clone(), input])
+            .expect("hashes");
+        assert_eq!(hashed.len(), 3);
+        assert_eq!(hashed[0], hashed[2]);
+        // Every pixel at the top of its range: the column sums of `w_hash` decide each bit.
+        assert_eq!(hashed[0].code.as_bytes(), &[0b0100_1001, 0b1001_0010]);
+    }
+
+    #[test]
+    fn a_card_copied_onto_other_weights_is_refused() {
+        let graph = graph();
+        let mut other = card(&graph);
+        other.model_id = ModelId::of_model(b"another graph");
+        let bytes = model(graph, other.to_props());
+        let error = Hasher::from_bytes(&bytes, 1, "tiny.onnx")
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(error, HasherError::Inconsistent { .. }),
+            "{}",
+            chain(&error)
+        );
+    }
+
+    #[test]
+    fn causes_are_named_once() {
+        let error = Hasher::open(Path::new("/nonexistent/model.onnx"), 1)
+            .err()
+            .expect("fails");
+        let text = chain(&error);
+        assert_eq!(text.matches("No such file").count(), 1, "{text}");
+        assert!(text.contains("/nonexistent/model.onnx"), "{text}");
+
+        let old_card = vec![(CARD_KEY.to_string(), "orbhash-model-card-1".to_string())];
+        let error = Hasher::from_bytes(&model(graph(), old_card), 1, "old.onnx")
+            .err()
+            .expect("refused");
+        let text = chain(&error);
+        assert_eq!(text.matches("orbhash-model-card-1").count(), 1, "{text}");
+        assert!(
+            text.starts_with("old.onnx: unusable model card: "),
+            "{text}"
+        );
+
+        let error = InputSpec::multispectral(2, vec![1], vec![BandScale::U16])
+            .to_chw(2, 2, 1, &[0.0; 4])
+            .map_err(HasherError::from)
+            .expect_err("band 1 missing");
+        let text = chain(&error);
+        assert_eq!(text.matches("needs band index 1").count(), 1, "{text}");
     }
 }

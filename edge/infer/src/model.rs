@@ -19,9 +19,10 @@ const METADATA_PREFIX: &str = "onnx.metadata_props.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("cannot read model file {path}: {source}")]
+    #[error("cannot read model file {}", path.display())]
     Read {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
     #[error("{origin} is not a valid ONNX model: {detail}")]
@@ -268,59 +269,91 @@ fn fixed_batch_shape(model: &InferenceModel, batch: usize) -> TractResult<Vec<us
     Ok(shape)
 }
 
-/// The declaration of an f32 graph input or output: `name` with the given dimensions (fixed or
-/// named). Exporters (host) and tests build ONNX graphs with it.
-pub fn f32_value_info(
-    name: &str,
-    dims: Vec<tract_onnx::pb::tensor_shape_proto::dimension::Value>,
-) -> tract_onnx::pb::ValueInfoProto {
+/// Tiny ONNX graphs for this crate's tests. The exporter (`orbhash-host`) is the only producer
+/// of real graphs and has its own writer; these are the few lines a test needs.
+#[cfg(test)]
+pub(crate) mod test_graphs {
     use tract_onnx::pb;
-    pb::ValueInfoProto {
-        name: name.to_string(),
-        r#type: Some(pb::TypeProto {
-            denotation: String::new(),
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: pb::tensor_proto::DataType::Float as i32,
-                shape: Some(pb::TensorShapeProto {
-                    dim: dims
-                        .into_iter()
-                        .map(|value| pb::tensor_shape_proto::Dimension {
-                            denotation: String::new(),
-                            value: Some(value),
-                        })
-                        .collect(),
-                }),
-            })),
-        }),
-        doc_string: String::new(),
+    use tract_onnx::pb::tensor_shape_proto::dimension::Value;
+
+    /// An f32 graph input or output named `name` with the given dimensions.
+    pub fn f32_value_info(name: &str, dims: Vec<Value>) -> pb::ValueInfoProto {
+        pb::ValueInfoProto {
+            name: name.to_string(),
+            r#type: Some(pb::TypeProto {
+                denotation: String::new(),
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: pb::tensor_proto::DataType::Float as i32,
+                    shape: Some(pb::TensorShapeProto {
+                        dim: dims
+                            .into_iter()
+                            .map(|value| pb::tensor_shape_proto::Dimension {
+                                denotation: String::new(),
+                                value: Some(value),
+                            })
+                            .collect(),
+                    }),
+                })),
+            }),
+            doc_string: String::new(),
+        }
+    }
+
+    /// An f32 initializer.
+    pub fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> pb::TensorProto {
+        pb::TensorProto {
+            name: name.to_string(),
+            dims: dims.to_vec(),
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            float_data: values.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    /// A node of the default domain.
+    pub fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
+        pb::NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.to_string()],
+            name: output.to_string(),
+            op_type: op.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// A model of opset 13 around `graph` with these `metadata_props`.
+    pub fn model(graph: pb::GraphProto, metadata: Vec<(String, String)>) -> Vec<u8> {
+        prost::Message::encode_to_vec(&pb::ModelProto {
+            ir_version: 7,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            producer_name: "orbhash-infer tests".to_string(),
+            graph: Some(graph),
+            metadata_props: metadata
+                .into_iter()
+                .map(|(key, value)| pb::StringStringEntryProto { key, value })
+                .collect(),
+            ..Default::default()
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::test_graphs::{f32_tensor, f32_value_info, model, node};
     use super::*;
-    use prost::Message;
     use tract_onnx::pb;
 
     /// `hash = tile · W` with a symbolic batch: the smallest graph shaped like an orbhash model.
     fn linear_hash_model(weights: [[f32; 2]; 3]) -> Vec<u8> {
         use pb::tensor_shape_proto::dimension::Value::{DimParam, DimValue};
+        let weights: Vec<f32> = weights.iter().flatten().copied().collect();
         let graph = pb::GraphProto {
             name: "linear-hash".to_string(),
-            node: vec![pb::NodeProto {
-                input: vec!["tile".to_string(), "w".to_string()],
-                output: vec!["hash".to_string()],
-                name: "hash".to_string(),
-                op_type: "MatMul".to_string(),
-                ..Default::default()
-            }],
-            initializer: vec![pb::TensorProto {
-                name: "w".to_string(),
-                dims: vec![3, 2],
-                data_type: pb::tensor_proto::DataType::Float as i32,
-                float_data: weights.iter().flatten().copied().collect(),
-                ..Default::default()
-            }],
+            node: vec![node("MatMul", &["tile", "w"], "hash")],
+            initializer: vec![f32_tensor("w", &[3, 2], &weights)],
             input: vec![f32_value_info(
                 "tile",
                 vec![DimParam("N".into()), DimValue(3)],
@@ -331,21 +364,7 @@ mod tests {
             )],
             ..Default::default()
         };
-        pb::ModelProto {
-            ir_version: 8,
-            opset_import: vec![pb::OperatorSetIdProto {
-                domain: String::new(),
-                version: 17,
-            }],
-            producer_name: "orbhash-edge tests".to_string(),
-            graph: Some(graph),
-            metadata_props: vec![pb::StringStringEntryProto {
-                key: "orbhash.bits".to_string(),
-                value: "2".to_string(),
-            }],
-            ..Default::default()
-        }
-        .encode_to_vec()
+        model(graph, vec![("orbhash.bits".to_string(), "2".to_string())])
     }
 
     #[test]

@@ -4,8 +4,8 @@
 
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{0} threads asked for, but this orbhash-edge was built without multithreading (cargo \
-     feature `multithread`); use --threads 1"
+    "{0} threads asked for, but this build of orbhash has no multithreading (cargo feature \
+     `multithread` of orbhash-infer); use --threads 1"
 )]
 pub struct ThreadsUnavailable(pub usize);
 

@@ -24,21 +24,46 @@
 //!
 //! Records are append-only: rows are never updated or deleted, which is what lets a code matrix
 //! recognise itself as stale from the count and highest id it was built from.
+//!
+//! # Loss accounting
+//!
+//! Sequence and loss figures are the ingest decoder's (`orbhash_wire::PassStats`), stored per
+//! session and pass in `session_passes` as reported; [`Archive::passes`] reads them back rather
+//! than recounting from the packets it holds.
+
+// Rows read back from the archive and bytes from its packets are untrusted: no panics on them.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use orbhash_contract::card::ModelCard;
 use orbhash_wire::{MapCoordinates, ModelId, PacketHeader, Record};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::{now_ms, to_hex, GroundError, Result};
+use crate::{now_ms, GroundError, Result};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Schema migrations: entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE models (
     id INTEGER PRIMARY KEY,
     model_id TEXT NOT NULL UNIQUE,      -- 16 hex digits
@@ -100,7 +125,29 @@ CREATE TABLE session_passes (
     late INTEGER NOT NULL,
     PRIMARY KEY (session_id, apid, epoch)
 );
-"#];
+"#,
+    // Version 2. A model's label set comes from its packets, so it is unknown (NULL) for a model whose
+    // card was registered before any packet arrived. Cards are now the strict `ModelCard` JSON; the
+    // untyped cards of version 1 would not read, so they are dropped: register them again.
+    r#"
+CREATE TABLE models_v2 (
+    id INTEGER PRIMARY KEY,
+    model_id TEXT NOT NULL UNIQUE,      -- 16 hex digits
+    code_bits INTEGER NOT NULL,
+    label_set INTEGER,                  -- from its packets; NULL until the first arrives
+    card_json TEXT,                     -- ModelCard::to_json, once registered
+    first_seen_ms INTEGER NOT NULL,
+    record_count INTEGER NOT NULL DEFAULT 0,
+    max_record_id INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO models_v2 (id, model_id, code_bits, label_set, card_json, first_seen_ms,
+                       record_count, max_record_id)
+    SELECT id, model_id, code_bits, label_set, NULL, first_seen_ms, record_count, max_record_id
+    FROM models;
+DROP TABLE models;
+ALTER TABLE models_v2 RENAME TO models;
+"#,
+];
 
 /// A stored record with its archive id and model.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -127,10 +174,11 @@ pub struct ModelInfo {
     #[serde(serialize_with = "serialize_model_id")]
     pub model_id: ModelId,
     pub code_bits: u16,
-    pub label_set: u16,
+    /// From its packets; `None` for a model only its card has announced so far.
+    pub label_set: Option<u16>,
     pub record_count: u64,
     pub max_record_id: i64,
-    /// Class names from the model card, when one was registered.
+    /// The model card's classes, when a card was registered.
     pub class_names: Option<Vec<String>>,
 }
 
@@ -157,8 +205,9 @@ pub struct PendingPacket {
     pub records: Vec<Record>,
 }
 
-/// Per pass (APID, epoch) counts within one ingest session.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// Per pass (APID, epoch) counts within one ingest session: the decoder's figures for the pass
+/// (`orbhash_wire::PassStats`), and what the archive made of its packets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PassCounts {
     pub apid: u16,
     pub epoch: u32,
@@ -173,8 +222,9 @@ pub struct PassCounts {
     pub late: u64,
 }
 
-/// What one ingest session (a file, stdin, a TCP connection) brought.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// What one ingest session (a file, stdin, a TCP connection) brought. Its loss figures are the
+/// sums of its passes'.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionReport {
     pub session_id: i64,
     pub source: String,
@@ -202,19 +252,24 @@ pub struct SessionReport {
     pub passes: Vec<PassCounts>,
 }
 
-/// A pass across all sessions, computed from what the archive holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A pass across all sessions: what the archive holds of it, and the sessions' decoder figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PassReport {
     pub apid: u16,
     pub epoch: u32,
     pub packets_stored: u64,
     pub records_stored: u64,
+    /// Sessions that received packets of this pass.
+    pub sessions: u64,
     /// Sum over sessions of packets the decoder accepted for this pass.
     pub packets_received: u64,
     /// Sum over sessions of duplicate packets.
     pub duplicates: u64,
-    /// Packets still missing between the first and the last stored one (sequence counts
-    /// unwrapped in arrival order), whichever session brought them.
+    /// Sum over sessions of late packets.
+    pub late: u64,
+    /// The fewest packets any one session's decoder found missing from this pass: ingesting a
+    /// pass again from a better recording lowers it. Sessions are not joined up, so a pass whose
+    /// halves came through different sessions counts only the gaps within each.
     pub missing: u64,
 }
 
@@ -253,6 +308,8 @@ pub struct MatrixRow<'a> {
 struct ModelState {
     model_ref: i64,
     bits: u16,
+    /// `None` until the model's first packet (a card registered ahead of it).
+    label_set: Option<u16>,
     record_count: u64,
     max_record_id: i64,
 }
@@ -279,25 +336,26 @@ impl Archive {
             source,
         })?;
         let db_path = dir.join("archive.sqlite");
-        let sql = |source| GroundError::Sqlite {
-            path: db_path.clone(),
-            source,
-        };
-        let mut conn = Connection::open(&db_path).map_err(sql)?;
+        let sql = sql_error(&db_path);
+        let mut conn = Connection::open(&db_path).map_err(&sql)?;
         // WAL: readers (queries) never block the ingest writer. FULL: a commit survives power loss,
         // not only a process crash; batching keeps its fsync off the per-record path.
         conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
+            .map_err(&sql)?;
         conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sql)?;
+            .map_err(&sql)?;
         conn.pragma_update(None, "foreign_keys", "OFF")
-            .map_err(sql)?;
+            .map_err(&sql)?;
         // Another process (a query rebuilding its matrix) may hold the lock briefly.
         conn.busy_timeout(std::time::Duration::from_secs(30))
-            .map_err(sql)?;
+            .map_err(&sql)?;
         conn.pragma_update(None, "cache_size", -65536)
-            .map_err(sql)?;
+            .map_err(&sql)?;
         migrate(&mut conn, &db_path)?;
+        Self::with_connection(dir, db_path, conn)
+    }
+
+    fn with_connection(dir: &Path, db_path: PathBuf, conn: Connection) -> Result<Self> {
         let mut archive = Self {
             dir: dir.to_path_buf(),
             db_path,
@@ -320,18 +378,8 @@ impl Archive {
         // Opening read-write lets SQLite recover a WAL left by a crashed writer; nothing is written.
         Self::open(dir).or_else(|_| {
             let conn = Connection::open_with_flags(&db_path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(|source| GroundError::Sqlite {
-                    path: db_path.clone(),
-                    source,
-                })?;
-            let mut archive = Self {
-                dir: dir.to_path_buf(),
-                db_path,
-                conn,
-                models: HashMap::new(),
-            };
-            archive.load_models()?;
-            Ok(archive)
+                .map_err(sql_error(&db_path))?;
+            Self::with_connection(dir, db_path, conn)
         })
     }
 
@@ -344,28 +392,40 @@ impl Archive {
         sql_error(&self.db_path)
     }
 
-    fn load_models(&mut self) -> Result<()> {
-        let sql = self.sql();
-        let mut statement = self
-            .conn
-            .prepare("SELECT model_id, id, code_bits, record_count, max_record_id FROM models")
-            .map_err(&sql)?;
+    /// Runs a query and collects its rows through `map`: the one way this module reads rows.
+    fn query_rows<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let error = self.sql();
+        let mut statement = self.conn.prepare_cached(sql).map_err(&error)?;
         let rows = statement
-            .query_map([], |row| {
+            .query_map(params, map)
+            .map_err(&error)?
+            .collect::<rusqlite::Result<Vec<T>>>()
+            .map_err(&error);
+        rows
+    }
+
+    fn load_models(&mut self) -> Result<()> {
+        let rows = self.query_rows(
+            "SELECT model_id, id, code_bits, label_set, record_count, max_record_id FROM models",
+            [],
+            |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     ModelState {
                         model_ref: row.get(1)?,
                         bits: row.get(2)?,
-                        record_count: row.get::<_, i64>(3)?.max(0) as u64,
-                        max_record_id: row.get(4)?,
+                        label_set: row.get(3)?,
+                        record_count: count(row.get(4)?),
+                        max_record_id: row.get(5)?,
                     },
                 ))
-            })
-            .map_err(&sql)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(&sql)?;
-        drop(statement);
+            },
+        )?;
         let mut models = HashMap::new();
         for (text, state) in rows {
             models.insert(super::parse_model_id(&text)?, state);
@@ -387,7 +447,7 @@ impl Archive {
             authenticated,
             ..SessionReport::default()
         };
-        let json = serde_json::to_string(&report).unwrap_or_default();
+        let json = report_json(&report);
         self.conn
             .execute(
                 "INSERT INTO sessions (source, peer, authenticated, started_ms, report_json)
@@ -401,10 +461,7 @@ impl Archive {
 
     /// Starts a write transaction.
     pub fn begin(&mut self) -> Result<ArchiveTx<'_>> {
-        let sql = |source| GroundError::Sqlite {
-            path: self.db_path.clone(),
-            source,
-        };
+        let sql = sql_error(&self.db_path);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -417,56 +474,34 @@ impl Archive {
         })
     }
 
-    /// Stores (or replaces) the model card of `model_id`: the JSON the export writes. Class names
-    /// are taken from its `classes` (or `class_names`, `labels`) array of strings when present.
-    /// The model need not have sent any packet yet.
-    pub fn register_model_card(&mut self, model_id: ModelId, card_json: &str) -> Result<()> {
-        let card: serde_json::Value =
-            serde_json::from_str(card_json).map_err(|error| GroundError::BadModelCard {
-                model: model_id,
-                why: error.to_string(),
-            })?;
-        let bits = card
-            .get("code_bits")
-            .or_else(|| card.get("bits"))
-            .and_then(serde_json::Value::as_u64)
-            .and_then(|bits| u16::try_from(bits).ok());
-        let known = self.models.get(&model_id).map(|state| state.bits);
-        if let (Some(card_bits), Some(seen_bits)) = (bits, known) {
-            if card_bits != seen_bits {
-                return Err(GroundError::BadModelCard {
-                    model: model_id,
-                    why: format!(
-                        "card says {card_bits}-bit codes, packets carry {seen_bits}-bit codes"
-                    ),
+    /// Stores (or replaces) a model's card, so its labels show by class name. The model need not
+    /// have sent any packet yet; if it has, the card must agree on its code length.
+    pub fn register_model_card(&mut self, card: &ModelCard) -> Result<()> {
+        let model = card.model_id;
+        if let Some(state) = self.models.get(&model) {
+            if state.bits != card.bits {
+                return Err(GroundError::CardCodeLength {
+                    model,
+                    card_bits: card.bits,
+                    seen_bits: state.bits,
                 });
             }
         }
+        let json = card.to_json();
         let sql = self.sql();
         let updated = self
             .conn
             .execute(
                 "UPDATE models SET card_json = ?2 WHERE model_id = ?1",
-                params![model_id.to_string(), card_json],
+                params![model.to_string(), json],
             )
             .map_err(&sql)?;
         if updated == 0 {
-            let Some(bits) = bits else {
-                return Err(GroundError::BadModelCard {
-                    model: model_id,
-                    why: "the model has sent no packet yet, so the card must give code_bits"
-                        .to_string(),
-                });
-            };
-            let label_set = card
-                .get("label_set")
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(0);
             self.conn
                 .execute(
-                    "INSERT INTO models (model_id, code_bits, label_set, card_json, first_seen_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![model_id.to_string(), bits, label_set, card_json, now_ms()],
+                    "INSERT INTO models (model_id, code_bits, card_json, first_seen_ms)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![model.to_string(), card.bits, json, now_ms()],
                 )
                 .map_err(&sql)?;
             drop(sql);
@@ -477,40 +512,45 @@ impl Archive {
 
     /// Every model seen, in order of first appearance.
     pub fn models(&self) -> Result<Vec<ModelInfo>> {
-        let sql = self.sql();
-        let mut statement = self
-            .conn
-            .prepare(
-                "SELECT id, model_id, code_bits, label_set, record_count, max_record_id, card_json
-                 FROM models ORDER BY id",
-            )
-            .map_err(&sql)?;
-        let rows = statement
-            .query_map([], |row| {
+        let rows = self.query_rows(
+            "SELECT id, model_id, code_bits, label_set, record_count, max_record_id, card_json
+             FROM models ORDER BY id",
+            [],
+            |row| {
                 Ok((
                     row.get::<_, i64>(0)?,
                     row.get::<_, String>(1)?,
                     row.get::<_, u16>(2)?,
-                    row.get::<_, u16>(3)?,
-                    row.get::<_, i64>(4)?,
+                    row.get::<_, Option<u16>>(3)?,
+                    row.get::<_, Option<i64>>(4)?,
                     row.get::<_, i64>(5)?,
                     row.get::<_, Option<String>>(6)?,
                 ))
-            })
-            .map_err(&sql)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(&sql)?;
+            },
+        )?;
         rows.into_iter()
             .map(
-                |(model_ref, text, code_bits, label_set, count, max_id, card)| {
+                |(model_ref, text, code_bits, label_set, records, max_record_id, card)| {
+                    let model_id = super::parse_model_id(&text)?;
+                    let class_names = match card {
+                        Some(json) => Some(
+                            ModelCard::from_json(&json)
+                                .map_err(|source| GroundError::BadModelCard {
+                                    what: format!("stored for model {model_id}"),
+                                    source,
+                                })?
+                                .classes,
+                        ),
+                        None => None,
+                    };
                     Ok(ModelInfo {
                         model_ref,
-                        model_id: super::parse_model_id(&text)?,
+                        model_id,
                         code_bits,
                         label_set,
-                        record_count: count.max(0) as u64,
-                        max_record_id: max_id,
-                        class_names: card.as_deref().and_then(class_names),
+                        record_count: count(records),
+                        max_record_id,
+                        class_names,
                     })
                 },
             )
@@ -546,14 +586,11 @@ impl Archive {
             .query(params![after_id, model.model_ref])
             .map_err(&sql)?;
         while let Some(row) = rows.next().map_err(&sql)? {
-            let code =
-                row.get_ref(1)
-                    .map_err(&sql)?
-                    .as_blob()
-                    .map_err(|e| GroundError::Sqlite {
-                        path: self.db_path.clone(),
-                        source: e.into(),
-                    })?;
+            let code = row
+                .get_ref(1)
+                .map_err(&sql)?
+                .as_blob()
+                .map_err(|e| sql(e.into()))?;
             f(MatrixRow {
                 id: row.get(0).map_err(&sql)?,
                 code,
@@ -596,22 +633,14 @@ impl Archive {
         tile_id: u32,
         scene_id: Option<u32>,
     ) -> Result<Vec<StoredRecord>> {
-        let sql = self.sql();
-        let mut statement = self
-            .conn
-            .prepare(
-                "SELECT r.id, m.model_id, r.scene_id, r.tile_id, r.capture_time_ms, r.row_px,
-                        r.col_px, r.epsg, r.easting, r.northing, r.label, r.confidence, r.code
-                 FROM records r JOIN models m ON m.id = r.model_ref
-                 WHERE r.tile_id = ?1 AND (?2 IS NULL OR r.scene_id = ?2) ORDER BY r.id",
-            )
-            .map_err(&sql)?;
-        let rows = statement
-            .query_map(params![tile_id, scene_id], stored_record)
-            .map_err(&sql)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(&sql)?;
-        Ok(rows)
+        self.query_rows(
+            "SELECT r.id, m.model_id, r.scene_id, r.tile_id, r.capture_time_ms, r.row_px,
+                    r.col_px, r.epsg, r.easting, r.northing, r.label, r.confidence, r.code
+             FROM records r JOIN models m ON m.id = r.model_ref
+             WHERE r.tile_id = ?1 AND (?2 IS NULL OR r.scene_id = ?2) ORDER BY r.id",
+            params![tile_id, scene_id],
+            stored_record,
+        )
     }
 
     /// Records stored in total.
@@ -621,142 +650,102 @@ impl Archive {
 
     /// Ingest sessions, oldest first.
     pub fn sessions(&self) -> Result<Vec<SessionReport>> {
-        let sql = self.sql();
-        let mut statement = self
-            .conn
-            .prepare("SELECT id, report_json, finished_ms FROM sessions ORDER BY id")
-            .map_err(&sql)?;
-        let rows = statement
-            .query_map([], |row| {
+        let rows = self.query_rows(
+            "SELECT id, report_json, finished_ms FROM sessions ORDER BY id",
+            [],
+            |row| {
                 Ok((
                     row.get::<_, i64>(0)?,
                     row.get::<_, String>(1)?,
                     row.get::<_, Option<i64>>(2)?,
                 ))
-            })
-            .map_err(&sql)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(&sql)?;
-        Ok(rows
-            .into_iter()
+            },
+        )?;
+        rows.into_iter()
             .map(|(id, json, finished)| {
-                let mut report = parse_session_report(&json);
+                let mut report: SessionReport =
+                    serde_json::from_str(&json).map_err(|source| GroundError::BadReport {
+                        path: self.db_path.clone(),
+                        session: id,
+                        source,
+                    })?;
                 report.session_id = id;
                 report.finished = finished.is_some();
-                report
+                Ok(report)
             })
-            .collect())
+            .collect()
     }
 
-    /// Every pass (APID, epoch) in the archive, with its losses as the archive stands.
+    /// Every pass (APID, epoch) in the archive: what it holds of each, and the figures the
+    /// sessions' decoders reported (see [`PassReport`]).
     pub fn passes(&self) -> Result<Vec<PassReport>> {
-        let sql = self.sql();
-        let mut received: BTreeMap<(u16, u32), (u64, u64)> = BTreeMap::new();
-        {
-            let mut statement = self
-                .conn
-                .prepare(
-                    "SELECT apid, epoch, SUM(packets_received), SUM(duplicates)
-                     FROM session_passes GROUP BY apid, epoch",
-                )
-                .map_err(&sql)?;
-            let rows = statement
-                .query_map([], |row| {
-                    Ok((
-                        (row.get::<_, u16>(0)?, row.get::<_, u32>(1)?),
-                        (
-                            row.get::<_, i64>(2)?.max(0) as u64,
-                            row.get::<_, i64>(3)?.max(0) as u64,
-                        ),
-                    ))
-                })
-                .map_err(&sql)?;
-            for row in rows {
-                let (key, value) = row.map_err(&sql)?;
-                received.insert(key, value);
-            }
+        let mut passes: BTreeMap<(u16, u32), PassReport> = BTreeMap::new();
+        let stored = self.query_rows(
+            "SELECT apid, epoch, COUNT(*), SUM(record_count) FROM packets GROUP BY apid, epoch",
+            [],
+            |row| {
+                Ok((
+                    row.get::<_, u16>(0)?,
+                    row.get::<_, u32>(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                ))
+            },
+        )?;
+        for (apid, epoch, packets, records) in stored {
+            let report = pass_entry(&mut passes, apid, epoch);
+            report.packets_stored = count(packets);
+            report.records_stored = count(records);
         }
-        // Packets in arrival order per pass; unwrapping the 14-bit counts needs that order.
-        let mut statement = self
-            .conn
-            .prepare(
-                "SELECT apid, epoch, sequence_count, record_count FROM packets
-                 ORDER BY apid, epoch, id",
-            )
-            .map_err(&sql)?;
-        let mut rows = statement.query([]).map_err(&sql)?;
-        let mut passes = Vec::new();
-        let mut current: Option<(u16, u32, SequenceUnwrapper, u64)> = None;
-        let finish = |(apid, epoch, unwrapper, records): (u16, u32, SequenceUnwrapper, u64),
-                      passes: &mut Vec<PassReport>| {
-            let (packets_received, duplicates) =
-                received.get(&(apid, epoch)).copied().unwrap_or((0, 0));
-            passes.push(PassReport {
-                apid,
-                epoch,
-                packets_stored: unwrapper.distinct(),
-                records_stored: records,
-                packets_received,
-                duplicates,
-                missing: unwrapper.missing(),
-            });
-        };
-        while let Some(row) = rows.next().map_err(&sql)? {
-            let apid: u16 = row.get(0).map_err(&sql)?;
-            let epoch: u32 = row.get(1).map_err(&sql)?;
-            let count: u16 = row.get(2).map_err(&sql)?;
-            let records: i64 = row.get(3).map_err(&sql)?;
-            if current
-                .as_ref()
-                .is_none_or(|(a, e, _, _)| (*a, *e) != (apid, epoch))
-            {
-                if let Some(done) = current.take() {
-                    finish(done, &mut passes);
-                }
-                current = Some((apid, epoch, SequenceUnwrapper::default(), 0));
-            }
-            if let Some((_, _, unwrapper, stored)) = current.as_mut() {
-                unwrapper.push(count);
-                *stored += records.max(0) as u64;
-            }
+        let received = self.query_rows(
+            "SELECT apid, epoch, COUNT(*), SUM(packets_received), SUM(duplicates), SUM(late),
+                    MIN(missing)
+             FROM session_passes GROUP BY apid, epoch",
+            [],
+            |row| {
+                Ok((
+                    row.get::<_, u16>(0)?,
+                    row.get::<_, u32>(1)?,
+                    [
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                        row.get(6)?,
+                    ],
+                ))
+            },
+        )?;
+        for (apid, epoch, [sessions, packets, duplicates, late, missing]) in received {
+            let report = pass_entry(&mut passes, apid, epoch);
+            report.sessions = count(sessions);
+            report.packets_received = count(packets);
+            report.duplicates = count(duplicates);
+            report.late = count(late);
+            report.missing = count(missing);
         }
-        if let Some(done) = current.take() {
-            finish(done, &mut passes);
-        }
-        Ok(passes)
+        Ok(passes.into_values().collect())
     }
 
     /// Everything `orbhash ground stats` shows.
     pub fn stats(&self) -> Result<ArchiveStats> {
-        let sql = self.sql();
         let models = self.models()?;
         let mut labels: HashMap<i64, Vec<(u16, u64)>> = HashMap::new();
-        {
-            let mut statement = self
-                .conn
-                .prepare("SELECT model_ref, label, COUNT(*) FROM records GROUP BY model_ref, label")
-                .map_err(&sql)?;
-            let rows = statement
-                .query_map([], |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, u16>(1)?,
-                        row.get::<_, i64>(2)?,
-                    ))
-                })
-                .map_err(&sql)?;
-            for row in rows {
-                let (model_ref, label, count) = row.map_err(&sql)?;
-                labels
-                    .entry(model_ref)
-                    .or_default()
-                    .push((label, count.max(0) as u64));
-            }
+        let rows = self.query_rows(
+            "SELECT model_ref, label, COUNT(*) FROM records GROUP BY model_ref, label",
+            [],
+            |row| Ok((row.get::<_, i64>(0)?, row.get::<_, u16>(1)?, row.get(2)?)),
+        )?;
+        for (model_ref, label, records) in rows {
+            labels
+                .entry(model_ref)
+                .or_default()
+                .push((label, count(records)));
         }
-        let packets: i64 = self
+        let packets: Option<i64> = self
             .conn
             .query_row("SELECT COUNT(*) FROM packets", [], |row| row.get(0))
-            .map_err(&sql)?;
+            .map_err(self.sql())?;
         let model_stats = models
             .into_iter()
             .map(|model| {
@@ -775,7 +764,7 @@ impl Archive {
             path: self.dir.display().to_string(),
             bytes_on_disk: dir_size(&self.dir),
             records: self.record_count()?,
-            packets: packets.max(0) as u64,
+            packets: count(packets),
             models: model_stats,
             passes: self.passes()?,
             sessions: self.sessions()?,
@@ -799,13 +788,26 @@ impl ArchiveTx<'_> {
 
     fn model_state(&mut self, header: &PacketHeader) -> Result<ModelState> {
         let id = header.model_id;
-        if let Some(state) = self.touched.get(&id).or_else(|| self.models.get(&id)) {
-            return Ok(*state);
+        let sql = sql_error(self.db_path);
+        if let Some(mut state) = self
+            .touched
+            .get(&id)
+            .or_else(|| self.models.get(&id))
+            .copied()
+        {
+            if state.label_set.is_none() {
+                // Its card came first; the first packet tells the label set.
+                self.tx
+                    .execute(
+                        "UPDATE models SET label_set = ?2 WHERE id = ?1",
+                        params![state.model_ref, header.label_set],
+                    )
+                    .map_err(&sql)?;
+                state.label_set = Some(header.label_set);
+                self.touched.insert(id, state);
+            }
+            return Ok(state);
         }
-        let sql = |source| GroundError::Sqlite {
-            path: self.db_path.to_path_buf(),
-            source,
-        };
         self.tx
             .execute(
                 "INSERT INTO models (model_id, code_bits, label_set, first_seen_ms)
@@ -816,6 +818,7 @@ impl ArchiveTx<'_> {
         let state = ModelState {
             model_ref: self.tx.last_insert_rowid(),
             bits: header.code_bits,
+            label_set: Some(header.label_set),
             record_count: 0,
             max_record_id: 0,
         };
@@ -829,7 +832,7 @@ impl ArchiveTx<'_> {
         let mut state = self.model_state(header)?;
         if state.bits != header.code_bits {
             // Same model id, different K: impossible for a genuine model; keep the archive clean.
-            return Err(GroundError::CodeLength {
+            return Err(GroundError::PacketCodeLength {
                 model: header.model_id,
                 expected: state.bits,
                 found: header.code_bits,
@@ -901,7 +904,7 @@ impl ArchiveTx<'_> {
     /// Saves a session's report as of this transaction.
     pub fn save_session(&mut self, report: &SessionReport, finished: bool) -> Result<()> {
         let sql = self.sql();
-        let json = serde_json::to_string(report).unwrap_or_default();
+        let json = report_json(report);
         self.tx
             .prepare_cached("UPDATE sessions SET report_json = ?2, finished_ms = ?3 WHERE id = ?1")
             .map_err(&sql)?
@@ -934,17 +937,14 @@ impl ArchiveTx<'_> {
 
     /// Makes everything in this transaction durable (WAL + fsync), all or nothing.
     pub fn commit(self) -> Result<()> {
-        let sql = |source| GroundError::Sqlite {
-            path: self.db_path.to_path_buf(),
-            source,
-        };
+        let sql = sql_error(self.db_path);
         {
             let mut update = self
                 .tx
                 .prepare_cached(
                     "UPDATE models SET record_count = ?2, max_record_id = ?3 WHERE id = ?1",
                 )
-                .map_err(sql)?;
+                .map_err(&sql)?;
             for state in self.touched.values() {
                 update
                     .execute(params![
@@ -952,10 +952,10 @@ impl ArchiveTx<'_> {
                         state.record_count as i64,
                         state.max_record_id
                     ])
-                    .map_err(sql)?;
+                    .map_err(&sql)?;
             }
         }
-        self.tx.commit().map_err(sql)?;
+        self.tx.commit().map_err(&sql)?;
         self.models.extend(self.touched);
         Ok(())
     }
@@ -992,99 +992,39 @@ fn stored_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
         },
         label: row.get(10)?,
         confidence: row.get(11)?,
-        code: to_hex(&code),
+        code: orbhash_wire::hex::encode(&code),
     })
 }
 
-fn parse_session_report(json: &str) -> SessionReport {
-    // Reports are written by this module; a row from a newer build that does not parse still shows.
-    #[derive(serde::Deserialize, Default)]
-    #[serde(default)]
-    struct Stored {
-        source: String,
-        peer: Option<String>,
-        authenticated: bool,
-        bytes: u64,
-        frames: u64,
-        packets_received: u64,
-        packets_stored: u64,
-        records_stored: u64,
-        packets_duplicate: u64,
-        records_duplicate: u64,
-        corrupt: u64,
-        missing: u64,
-        late: u64,
-        auth_failures: u64,
-        other_rejected: u64,
-        passes: Vec<StoredPass>,
-    }
-    #[derive(serde::Deserialize, Default)]
-    #[serde(default)]
-    struct StoredPass {
-        apid: u16,
-        epoch: u32,
-        packets_received: u64,
-        packets_stored: u64,
-        duplicates: u64,
-        missing: u64,
-        late: u64,
-    }
-    let stored: Stored = serde_json::from_str(json).unwrap_or_default();
-    SessionReport {
-        session_id: 0,
-        source: stored.source,
-        peer: stored.peer,
-        authenticated: stored.authenticated,
-        bytes: stored.bytes,
-        frames: stored.frames,
-        packets_received: stored.packets_received,
-        packets_stored: stored.packets_stored,
-        records_stored: stored.records_stored,
-        packets_duplicate: stored.packets_duplicate,
-        records_duplicate: stored.records_duplicate,
-        corrupt: stored.corrupt,
-        missing: stored.missing,
-        late: stored.late,
-        auth_failures: stored.auth_failures,
-        other_rejected: stored.other_rejected,
-        finished: false,
-        passes: stored
-            .passes
-            .into_iter()
-            .map(|pass| PassCounts {
-                apid: pass.apid,
-                epoch: pass.epoch,
-                packets_received: pass.packets_received,
-                packets_stored: pass.packets_stored,
-                duplicates: pass.duplicates,
-                missing: pass.missing,
-                late: pass.late,
-            })
-            .collect(),
-    }
+fn pass_entry(
+    passes: &mut BTreeMap<(u16, u32), PassReport>,
+    apid: u16,
+    epoch: u32,
+) -> &mut PassReport {
+    passes.entry((apid, epoch)).or_insert_with(|| PassReport {
+        apid,
+        epoch,
+        ..PassReport::default()
+    })
 }
 
-/// Class names from a model card: the first of `classes`, `class_names`, `labels` that is an
-/// array of strings.
-fn class_names(card_json: &str) -> Option<Vec<String>> {
-    let card: serde_json::Value = serde_json::from_str(card_json).ok()?;
-    ["classes", "class_names", "labels"].iter().find_map(|key| {
-        card.get(*key)?
-            .as_array()?
-            .iter()
-            .map(|name| name.as_str().map(str::to_string))
-            .collect()
-    })
+/// A report as the `sessions` table keeps it.
+fn report_json(report: &SessionReport) -> String {
+    // Plain numbers and strings always serialise; the fallback only keeps this infallible.
+    serde_json::to_string(report).unwrap_or_default()
+}
+
+/// A count SQLite returns as i64 (or NULL for an empty sum): never negative, as this module
+/// writes only counts.
+fn count(value: Option<i64>) -> u64 {
+    value.map_or(0, |value| u64::try_from(value).unwrap_or(0))
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
-    let sql = |source| GroundError::Sqlite {
-        path: path.to_path_buf(),
-        source,
-    };
+    let sql = sql_error(path);
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(sql)?;
+        .map_err(&sql)?;
     if version > SCHEMA_VERSION {
         return Err(GroundError::SchemaTooNew {
             path: path.to_path_buf(),
@@ -1094,11 +1034,11 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     }
     for (from, migration) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
         // Each step and its version bump in one transaction: a crash leaves the old version whole.
-        let tx = conn.transaction().map_err(sql)?;
-        tx.execute_batch(migration).map_err(sql)?;
+        let tx = conn.transaction().map_err(&sql)?;
+        tx.execute_batch(migration).map_err(&sql)?;
         tx.pragma_update(None, "user_version", from as i64 + 1)
-            .map_err(sql)?;
-        tx.commit().map_err(sql)?;
+            .map_err(&sql)?;
+        tx.commit().map_err(&sql)?;
     }
     Ok(())
 }
@@ -1115,79 +1055,4 @@ fn dir_size(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
-}
-
-/// Unwraps 14-bit sequence counts seen in arrival order into a monotone count, to tell how many
-/// are missing between the first and the last. A count is placed at the nearest position (within
-/// ±2^13) to the highest seen so far, which is right as long as reordering stays below 2^13
-/// packets (the decoder's own window is 256).
-#[derive(Debug, Default, Clone)]
-pub struct SequenceUnwrapper {
-    highest: Option<i64>,
-    lowest: i64,
-    seen: std::collections::HashSet<i64>,
-}
-
-impl SequenceUnwrapper {
-    pub fn push(&mut self, count: u16) {
-        const MODULUS: i64 = 1 << 14;
-        let position = match self.highest {
-            None => i64::from(count),
-            Some(highest) => {
-                let delta = (i64::from(count) - highest).rem_euclid(MODULUS);
-                let delta = if delta >= MODULUS / 2 {
-                    delta - MODULUS
-                } else {
-                    delta
-                };
-                highest + delta
-            }
-        };
-        if self.highest.is_none() {
-            self.lowest = position;
-        }
-        self.highest = Some(self.highest.map_or(position, |h| h.max(position)));
-        self.lowest = self.lowest.min(position);
-        self.seen.insert(position);
-    }
-
-    pub fn distinct(&self) -> u64 {
-        self.seen.len() as u64
-    }
-
-    pub fn missing(&self) -> u64 {
-        match self.highest {
-            None => 0,
-            Some(highest) => ((highest - self.lowest + 1) as u64).saturating_sub(self.distinct()),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unwrapper_counts_gaps_across_the_wrap() {
-        let mut unwrapper = SequenceUnwrapper::default();
-        for count in (16_380..16_384).chain(0..5) {
-            if count != 16_383 && count != 2 {
-                unwrapper.push(count as u16);
-            }
-        }
-        // Late arrival of a missing one.
-        unwrapper.push(2);
-        assert_eq!(unwrapper.distinct(), 8);
-        assert_eq!(unwrapper.missing(), 1);
-    }
-
-    #[test]
-    fn class_names_come_from_the_card() {
-        assert_eq!(
-            class_names(r#"{"classes": ["water", "forest"]}"#),
-            Some(vec!["water".to_string(), "forest".to_string()])
-        );
-        assert_eq!(class_names(r#"{"classes": [1]}"#), None);
-        assert_eq!(class_names("not json"), None);
-    }
 }

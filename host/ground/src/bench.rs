@@ -15,13 +15,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
+use orbhash_cli::{Align, Table};
 use orbhash_wire::{
     Code, ModelId, PacketContext, PacketWriter, Record, TileGrid, TilePosition, WriterConfig,
 };
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 use crate::archive::Archive;
-use crate::cli::print_table;
 use crate::ingest::{ingest_reader, Committer, IngestOptions};
 use crate::kernel::Kernel;
 use crate::matrix::CodeMatrix;
@@ -359,17 +359,19 @@ fn bench_search(args: &BenchArgs, kind: &str, noise: u32) -> anyhow::Result<()> 
             Err(error) => println!("FAISS peer not run: {error:#}"),
         }
     }
-    let table: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| {
-            vec![
-                row.name.clone(),
-                format!("{:.3}", row.ms_per_query),
-                row.note.clone(),
-            ]
-        })
-        .collect();
-    print_table(&["method", "ms/query", "notes"], &table);
+    let mut table = Table::new(["method", "ms/query", "notes"]).align(&[
+        Align::Left,
+        Align::Right,
+        Align::Left,
+    ]);
+    for row in &rows {
+        table.row([
+            row.name.clone(),
+            format!("{:.3}", row.ms_per_query),
+            row.note.clone(),
+        ]);
+    }
+    print!("{table}");
     Ok(())
 }
 
@@ -483,29 +485,35 @@ fn bench_ingest(args: &BenchArgs) -> anyhow::Result<()> {
         CodeMatrix::open_or_build(&archive, &model)?;
         Ok(())
     });
-    print_table(
-        &["step", "seconds", "records/s", "notes"],
-        &[
-            vec![
-                "ingest".to_string(),
-                format!("{seconds:.2}"),
-                format!("{:.0}", stored as f64 / seconds),
-                format!("{stored} stored, {} bytes of stream", stream.len()),
-            ],
-            vec![
-                "ingest the same stream again".to_string(),
-                format!("{again_s:.2}"),
-                format!("{:.0}", n as f64 / again_s),
-                format!("{} stored (idempotent)", again?),
-            ],
-            vec![
-                "build the code matrix from SQLite".to_string(),
-                format!("{rebuild_s:.2}"),
-                format!("{:.0}", n as f64 / rebuild_s),
-                String::new(),
-            ],
+    let mut table = Table::new(["step", "seconds", "records/s", "notes"]).align(&[
+        Align::Left,
+        Align::Right,
+        Align::Right,
+        Align::Left,
+    ]);
+    for row in [
+        vec![
+            "ingest".to_string(),
+            format!("{seconds:.2}"),
+            format!("{:.0}", stored as f64 / seconds),
+            format!("{stored} stored, {} bytes of stream", stream.len()),
         ],
-    );
+        vec![
+            "ingest the same stream again".to_string(),
+            format!("{again_s:.2}"),
+            format!("{:.0}", n as f64 / again_s),
+            format!("{} stored (idempotent)", again?),
+        ],
+        vec![
+            "build the code matrix from SQLite".to_string(),
+            format!("{rebuild_s:.2}"),
+            format!("{:.0}", n as f64 / rebuild_s),
+            String::new(),
+        ],
+    ] {
+        table.row(row);
+    }
+    print!("{table}");
     Ok(())
 }
 

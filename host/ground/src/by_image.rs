@@ -3,52 +3,45 @@
 
 use std::path::{Path, PathBuf};
 
-use orbhash_infer::Hasher;
 use orbhash_contract::card::ModelCard;
 use orbhash_contract::raster::read_image;
+use orbhash_infer::Hasher;
 use orbhash_wire::Code;
 
 use crate::{GroundError, Result};
 
+fn hashing(what: String) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> GroundError {
+    move |source| GroundError::Hashing { what, source }
+}
+
+fn open(onnx: &Path) -> Result<Hasher> {
+    Hasher::open(onnx, 1)
+        .map_err(|error| hashing(format!("opening model {}", onnx.display()))(Box::new(error)))
+}
+
 /// The codes of `images` under the model in `onnx`, with its card.
 pub fn hash_images(onnx: &Path, images: &[PathBuf]) -> Result<(ModelCard, Vec<Code>)> {
-    let hasher = Hasher::open(onnx, 1).map_err(|error| GroundError::Search(error.to_string()))?;
+    let hasher = open(onnx)?;
     let mut inputs = Vec::with_capacity(images.len());
     for image in images {
-        let raw = read_image(image).map_err(|error| GroundError::Search(error.to_string()))?;
-        let input = hasher
-            .preprocess(&raw)
-            .map_err(|error| GroundError::Search(format!("{}: {error}", image.display())))?;
+        let raw = read_image(image).map_err(|error| {
+            hashing(format!("reading image {}", image.display()))(Box::new(error))
+        })?;
+        let input = hasher.preprocess(&raw).map_err(|error| {
+            hashing(format!("preparing image {}", image.display()))(Box::new(error))
+        })?;
         inputs.push(input);
     }
-    let hashed = hasher
-        .hash(&inputs)
-        .map_err(|error| GroundError::Search(error.to_string()))?;
+    let hashed = hasher.hash(&inputs).map_err(|error| {
+        hashing(format!("hashing with model {}", onnx.display()))(Box::new(error))
+    })?;
     Ok((
         hasher.card().clone(),
         hashed.into_iter().map(|h| h.code).collect(),
     ))
 }
 
-/// The archive's JSON form of a model card (`classes` in label order, `code_bits`, and the rest
-/// for the record).
-pub fn card_json(card: &ModelCard) -> String {
-    serde_json::json!({
-        "model_id": card.model_id.to_string(),
-        "code_bits": card.bits,
-        "classes": card.classes,
-        "precision": card.precision.name(),
-        "dataset": card.dataset,
-        "tile": { "size": card.tile.size, "stride": card.tile.stride },
-        "exporter": card.exporter,
-    })
-    .to_string()
-}
-
-/// Reads the card of an exported model without preparing it for inference twice.
+/// Reads the card of an exported model, as the board's library reads it.
 pub fn read_card(onnx: &Path) -> Result<ModelCard> {
-    Ok(Hasher::open(onnx, 1)
-        .map_err(|error| GroundError::Search(error.to_string()))?
-        .card()
-        .clone())
+    Ok(open(onnx)?.card().clone())
 }

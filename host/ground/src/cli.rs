@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use orbhash_cli::{Align, Table};
+use orbhash_contract::card::ModelCard;
 
 use crate::archive::{Archive, ArchiveStats, SessionReport};
 use crate::ingest::{ingest_files, listen, read_key_file, IngestOptions, ListenOptions};
@@ -30,7 +32,8 @@ pub enum GroundCommand {
     Query(QueryArgs),
     /// Archive size, records per label, passes and their losses, ingest sessions.
     Stats(StatsArgs),
-    /// Register a model's card (JSON with its class names), so labels show by name.
+    /// Register a model's card, so labels show by class name: the exported ONNX model's own card,
+    /// or a card file in the model card's JSON form.
     ModelCard(ModelCardArgs),
     /// Benchmark search (scan, multi-index hashing, optionally FAISS) and ingest on generated,
     /// clustered codes; prints a table.
@@ -142,8 +145,8 @@ pub struct ModelCardArgs {
     pub archive: ArchiveArg,
     /// The model id (16 hex digits).
     pub model: String,
-    /// The model card: the exported ONNX model itself (its card is read from it), or JSON
-    /// (`classes`: class names in label order; `code_bits` if the model has sent nothing yet).
+    /// The exported ONNX model (its card is read from it), or a JSON card file, which must parse
+    /// as a whole model card (`orbhash_contract::card::ModelCard`).
     pub card: PathBuf,
 }
 
@@ -164,27 +167,40 @@ pub fn run(args: GroundArgs) -> anyhow::Result<()> {
         GroundCommand::Stats(args) => stats(&args),
         GroundCommand::ModelCard(args) => {
             let model = parse_model_id(&args.model)?;
-            let card = if args.card.extension().is_some_and(|e| e == "onnx") {
-                let card = super::by_image::read_card(&args.card)?;
-                anyhow::ensure!(
-                    card.model_id == model,
-                    "{} is model {}, not {model}",
-                    args.card.display(),
-                    card.model_id
-                );
-                super::by_image::card_json(&card)
-            } else {
-                std::fs::read_to_string(&args.card).map_err(|source| GroundError::Io {
+            let card = read_model_card(&args.card)?;
+            if card.model_id != model {
+                return Err(GroundError::CardOfAnotherModel {
                     path: args.card.clone(),
-                    source,
-                })?
-            };
-            Archive::open(&args.archive.archive)?.register_model_card(model, &card)?;
+                    found: card.model_id,
+                    expected: model,
+                }
+                .into());
+            }
+            Archive::open(&args.archive.archive)?.register_model_card(&card)?;
             println!("model card of {model} registered");
             Ok(())
         }
         GroundCommand::Bench(args) => super::bench::run(&args),
     }
+}
+
+/// The card of an exported model (`.onnx`), or a JSON card file read strictly: a file that is not
+/// a whole, valid card is refused, naming the field.
+pub fn read_model_card(path: &std::path::Path) -> Result<ModelCard, GroundError> {
+    if path
+        .extension()
+        .is_some_and(|extension| extension == "onnx")
+    {
+        return super::by_image::read_card(path);
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| GroundError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    ModelCard::from_json(&text).map_err(|source| GroundError::BadModelCard {
+        what: path.display().to_string(),
+        source,
+    })
 }
 
 fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
@@ -290,8 +306,7 @@ fn query(args: &QueryArgs) -> anyhow::Result<()> {
             anyhow::bail!("--model and --onnx name different models");
         }
         model = Some(card.model_id);
-        Archive::open(&args.archive.archive)?
-            .register_model_card(card.model_id, &super::by_image::card_json(&card))?;
+        Archive::open(&args.archive.archive)?.register_model_card(&card)?;
         queries.extend(codes.into_iter().map(QuerySpec::Code));
     }
     if queries.is_empty() {
@@ -355,7 +370,7 @@ fn print_result(result: &QueryResult) {
     );
     for answer in &result.answers {
         println!("\nquery {}: {} matches", answer.code, answer.matches.len());
-        let header = [
+        let mut table = Table::new([
             "rank",
             "dist",
             "scene",
@@ -365,47 +380,30 @@ fn print_result(result: &QueryResult) {
             "label",
             "conf",
             "captured (ms)",
-        ];
-        let rows: Vec<Vec<String>> = answer
-            .matches
-            .iter()
-            .map(|m| {
-                vec![
-                    m.rank.to_string(),
-                    m.distance.to_string(),
-                    m.record.scene_id.to_string(),
-                    m.record.tile_id.to_string(),
-                    m.record.row_px.to_string(),
-                    m.record.col_px.to_string(),
-                    m.label_name.clone(),
-                    format!("{:.2}", f32::from(m.record.confidence) / 255.0),
-                    m.record.capture_time_ms.to_string(),
-                ]
-            })
-            .collect();
-        print_table(&header, &rows);
-    }
-}
-
-/// A plain aligned table (a few lines, so no table crate).
-pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
+        ])
+        .align(&[
+            Align::Right,
+            Align::Right,
+            Align::Right,
+            Align::Right,
+            Align::Right,
+            Align::Right,
+            Align::Left,
+        ]);
+        for m in &answer.matches {
+            table.row([
+                m.rank.to_string(),
+                m.distance.to_string(),
+                m.record.scene_id.to_string(),
+                m.record.tile_id.to_string(),
+                m.record.row_px.to_string(),
+                m.record.col_px.to_string(),
+                m.label_name.clone(),
+                format!("{:.2}", f32::from(m.record.confidence) / 255.0),
+                m.record.capture_time_ms.to_string(),
+            ]);
         }
-    }
-    let line = |cells: Vec<&str>| {
-        let text: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:>width$}"))
-            .collect();
-        println!("  {}", text.join("  "));
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        print!("{table}");
     }
 }
 
@@ -429,87 +427,85 @@ fn print_stats(stats: &ArchiveStats) {
         stats.packets
     );
     for model in &stats.models {
+        let info = &model.model;
         println!(
             "\nmodel {} ({} bits, label set {}, {}): {} records",
-            model.model.model_id,
-            model.model.code_bits,
-            model.model.label_set,
-            if model.model.class_names.is_some() {
+            info.model_id,
+            info.code_bits,
+            info.label_set
+                .map_or("unknown until its first packet".to_string(), |set| set
+                    .to_string()),
+            if info.class_names.is_some() {
                 "card registered"
             } else {
                 "no card: labels by index"
             },
-            model.model.record_count
+            info.record_count
         );
-        let rows: Vec<Vec<String>> = model
-            .labels
-            .iter()
-            .map(|(label, count)| vec![label.clone(), count.to_string()])
-            .collect();
-        print_table(&["label", "records"], &rows);
+        let mut table = Table::new(["label", "records"]);
+        for (label, count) in &model.labels {
+            table.row([label.clone(), count.to_string()]);
+        }
+        print!("{table}");
     }
     println!("\npasses:");
-    let rows: Vec<Vec<String>> = stats
-        .passes
-        .iter()
-        .map(|pass| {
-            vec![
-                pass.apid.to_string(),
-                pass.epoch.to_string(),
-                pass.packets_stored.to_string(),
-                pass.records_stored.to_string(),
-                pass.packets_received.to_string(),
-                pass.duplicates.to_string(),
-                pass.missing.to_string(),
-            ]
-        })
-        .collect();
-    print_table(
-        &[
-            "apid",
-            "epoch",
-            "packets",
-            "records",
-            "received",
-            "duplicates",
-            "missing",
-        ],
-        &rows,
-    );
+    let mut table = Table::new([
+        "apid",
+        "epoch",
+        "packets",
+        "records",
+        "sessions",
+        "received",
+        "duplicates",
+        "late",
+        "missing",
+    ])
+    .align(&[Align::Right]);
+    for pass in &stats.passes {
+        table.row([
+            pass.apid.to_string(),
+            pass.epoch.to_string(),
+            pass.packets_stored.to_string(),
+            pass.records_stored.to_string(),
+            pass.sessions.to_string(),
+            pass.packets_received.to_string(),
+            pass.duplicates.to_string(),
+            pass.late.to_string(),
+            pass.missing.to_string(),
+        ]);
+    }
+    print!("{table}");
     println!("\ningest sessions:");
-    let rows: Vec<Vec<String>> = stats
-        .sessions
-        .iter()
-        .map(|s| {
-            vec![
-                s.session_id.to_string(),
-                s.source.clone(),
-                s.peer.clone().unwrap_or_default(),
-                if s.finished { "done" } else { "interrupted" }.to_string(),
-                s.packets_received.to_string(),
-                s.records_stored.to_string(),
-                s.packets_duplicate.to_string(),
-                s.corrupt.to_string(),
-                s.missing.to_string(),
-                s.auth_failures.to_string(),
-            ]
-        })
-        .collect();
-    print_table(
-        &[
-            "id",
-            "source",
-            "peer",
-            "state",
-            "received",
-            "stored",
-            "dups",
-            "corrupt",
-            "missing",
-            "auth fail",
-        ],
-        &rows,
-    );
+    let mut table = Table::new([
+        "id",
+        "source",
+        "peer",
+        "state",
+        "received",
+        "stored",
+        "dups",
+        "corrupt",
+        "missing",
+        "late",
+        "auth fail",
+    ])
+    .align(&[Align::Right, Align::Left, Align::Left, Align::Left]);
+    for s in &stats.sessions {
+        table.row([
+            s.session_id.to_string(),
+            s.source.clone(),
+            s.peer.clone().unwrap_or_default(),
+            if s.finished { "done" } else { "interrupted" }.to_string(),
+            s.packets_received.to_string(),
+            s.records_stored.to_string(),
+            s.packets_duplicate.to_string(),
+            s.corrupt.to_string(),
+            s.missing.to_string(),
+            s.late.to_string(),
+            s.auth_failures.to_string(),
+        ]);
+    }
+    print!("{table}");
 }
 
 #[cfg(test)]

@@ -8,8 +8,29 @@
 //! loses at most the open batch, never part of a packet, and re-ingesting the stream restores it:
 //! duplicates are dropped by the archive's packet key (see [`super::archive`]).
 //!
+//! Loss accounting is the decoder's ([`orbhash_wire::PassStats`]): a session's figures and its
+//! passes' are what its decoder reported, stored as they are, so the two always agree.
+//!
 //! The TCP listener ([`listen`]) runs on tokio: one task per connection decodes its stream, and the
 //! committer runs on its own thread, fed through a bounded channel (backpressure on fast peers).
+//! If the committer fails, the listener stops accepting and returns its error.
+
+// Bytes here come off the radio link or the network: no path may panic on them.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -18,10 +39,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use orbhash_wire::{
-    Continuity, Decoder, DecoderStats, Event, MacKey, PacketError, Rejection, SequenceError,
+    Decoder, DecoderStats, Event, MacKey, PacketError, PassStats, Rejection, SequenceError,
 };
 
-use crate::archive::{Archive, PassCounts, PendingPacket, SequenceUnwrapper, SessionReport};
+use crate::archive::{Archive, PassCounts, PendingPacket, SessionReport};
 use crate::{GroundError, Result};
 
 /// How ingest batches its commits.
@@ -69,14 +90,14 @@ pub enum StreamMessage {
         peer: Option<String>,
         authenticated: bool,
     },
-    /// An accepted packet.
+    /// An accepted packet, and its pass's figures after it.
     Packet {
         stream: u64,
         packet: PendingPacket,
-        continuity: Continuity,
+        pass: PassStats,
     },
-    /// The decoder refused a packet as a duplicate of one in this session.
-    Duplicate { stream: u64, apid: u16 },
+    /// The decoder refused a packet as a duplicate of one in this session; its pass's figures.
+    Duplicate { stream: u64, pass: PassStats },
     /// The decoder's running totals.
     Stats { stream: u64, stats: DecoderStats },
     /// The stream ended; the final totals.
@@ -87,28 +108,17 @@ pub enum StreamMessage {
 struct SessionState {
     report: SessionReport,
     decoder: DecoderStats,
-    passes: BTreeMap<(u16, u32), (PassCounts, SequenceUnwrapper)>,
-    epochs: HashMap<u16, u32>,
+    /// The latest figures of each of the decoder's pass runs (several runs can share a pass).
+    runs: BTreeMap<u32, PassStats>,
+    /// Per pass (APID, epoch): packets new to the archive, and packets it already had.
+    stored: BTreeMap<(u16, u32), (u64, u64)>,
     archive_duplicates: u64,
     dirty: bool,
     ended: bool,
 }
 
 impl SessionState {
-    fn pass(&mut self, apid: u16, epoch: u32) -> &mut (PassCounts, SequenceUnwrapper) {
-        self.passes.entry((apid, epoch)).or_insert_with(|| {
-            (
-                PassCounts {
-                    apid,
-                    epoch,
-                    ..PassCounts::default()
-                },
-                SequenceUnwrapper::default(),
-            )
-        })
-    }
-
-    /// The report as of now.
+    /// The report as of now: the decoder's figures, and what the archive made of the packets.
     fn refresh(&mut self) -> &SessionReport {
         let stats = &self.decoder;
         let report = &mut self.report;
@@ -125,14 +135,27 @@ impl SessionState {
             + stats.too_many_apids;
         report.packets_duplicate = stats.duplicates + self.archive_duplicates;
         report.finished = self.ended;
-        report.passes = self
-            .passes
-            .values()
-            .map(|(counts, unwrapper)| PassCounts {
-                missing: unwrapper.missing(),
-                ..counts.clone()
-            })
-            .collect();
+        let mut passes: BTreeMap<(u16, u32), PassCounts> = BTreeMap::new();
+        for run in self.runs.values() {
+            let pass = passes
+                .entry((run.apid, run.epoch))
+                .or_insert_with(|| PassCounts {
+                    apid: run.apid,
+                    epoch: run.epoch,
+                    ..PassCounts::default()
+                });
+            pass.packets_received += run.packets;
+            pass.duplicates += run.duplicates;
+            pass.missing += run.missing;
+            pass.late += run.late;
+        }
+        for (key, (stored, already)) in &self.stored {
+            if let Some(pass) = passes.get_mut(key) {
+                pass.packets_stored += stored;
+                pass.duplicates += already;
+            }
+        }
+        report.passes = passes.into_values().collect();
         &self.report
     }
 }
@@ -210,24 +233,19 @@ impl Committer {
             StreamMessage::Packet {
                 stream,
                 packet,
-                continuity: _,
+                pass,
             } => {
-                let header = packet.header;
                 if let Some(session) = self.sessions.get_mut(&stream) {
-                    session.epochs.insert(header.apid, header.epoch);
-                    let (counts, unwrapper) = session.pass(header.apid, header.epoch);
-                    counts.packets_received += 1;
-                    unwrapper.push(header.sequence_count);
+                    session.runs.insert(pass.run, pass);
                     session.dirty = true;
                 }
                 self.pending_records += packet.records.len();
                 self.pending.push((stream, packet));
                 self.batch_started.get_or_insert_with(Instant::now);
             }
-            StreamMessage::Duplicate { stream, apid } => {
+            StreamMessage::Duplicate { stream, pass } => {
                 if let Some(session) = self.sessions.get_mut(&stream) {
-                    let epoch = session.epochs.get(&apid).copied().unwrap_or(0);
-                    session.pass(apid, epoch).0.duplicates += 1;
+                    session.runs.insert(pass.run, pass);
                     session.dirty = true;
                 }
             }
@@ -276,15 +294,18 @@ impl Committer {
             };
             let new = tx.store_packet(packet, session.report.session_id)?;
             let records = packet.records.len() as u64;
-            let (counts, _) = session.pass(packet.header.apid, packet.header.epoch);
+            let counts = session
+                .stored
+                .entry((packet.header.apid, packet.header.epoch))
+                .or_default();
             if new {
-                counts.packets_stored += 1;
+                counts.0 += 1;
                 session.report.packets_stored += 1;
                 session.report.records_stored += records;
                 stored_packets += 1;
                 stored_records += records;
             } else {
-                counts.duplicates += 1;
+                counts.1 += 1;
                 session.archive_duplicates += 1;
                 session.report.records_duplicate += records;
             }
@@ -335,6 +356,25 @@ pub struct StreamDecoder {
     rejections_logged: u32,
 }
 
+/// An [`Event`] that no longer borrows the decoder, so the decoder can be asked about its pass.
+enum Outcome {
+    Packet(PendingPacket),
+    Rejected(Rejection),
+}
+
+impl Outcome {
+    fn of(event: Event<'_>) -> Self {
+        match event {
+            Event::Packet { packet, .. } => Outcome::Packet(PendingPacket {
+                header: packet.header,
+                authenticated: packet.authenticated,
+                records: packet.records().collect(),
+            }),
+            Event::Rejected(rejection) => Outcome::Rejected(rejection),
+        }
+    }
+}
+
 /// Rejections logged per stream before only the counts remain.
 const REJECTIONS_LOGGED: u32 = 10;
 
@@ -351,41 +391,50 @@ impl StreamDecoder {
     /// Feeds a chunk; every accepted packet and duplicate becomes a message, then the running
     /// totals.
     pub fn feed(&mut self, mut chunk: &[u8], emit: &mut impl FnMut(StreamMessage)) {
-        let stream = self.stream;
         while let Some(event) = self.decoder.feed(&mut chunk) {
-            match event {
-                Event::Packet { packet, continuity } => emit(StreamMessage::Packet {
-                    stream,
-                    packet: PendingPacket {
-                        header: packet.header,
-                        authenticated: packet.authenticated,
-                        records: packet.records().collect(),
-                    },
-                    continuity,
-                }),
-                Event::Rejected(rejection) => {
-                    if let Rejection::Sequence(SequenceError::Duplicate { apid, .. }) = rejection {
-                        emit(StreamMessage::Duplicate { stream, apid });
-                    }
-                    self.log(&rejection);
-                }
-            }
+            let outcome = Outcome::of(event);
+            self.emit(outcome, emit);
         }
         emit(StreamMessage::Stats {
-            stream,
+            stream: self.stream,
             stats: *self.decoder.stats(),
         });
     }
 
-    /// Ends the stream.
+    /// Ends the stream: a last frame cut off before its delimiter is still tried.
     pub fn end(mut self, emit: &mut impl FnMut(StreamMessage)) {
-        if let Some(rejection) = self.decoder.finish() {
-            self.log(&rejection);
+        if let Some(event) = self.decoder.finish() {
+            let outcome = Outcome::of(event);
+            self.emit(outcome, emit);
         }
         emit(StreamMessage::End {
             stream: self.stream,
             stats: *self.decoder.stats(),
         });
+    }
+
+    /// Sends what a frame became, with its pass's figures as the decoder now has them.
+    fn emit(&mut self, outcome: Outcome, emit: &mut impl FnMut(StreamMessage)) {
+        let stream = self.stream;
+        match outcome {
+            Outcome::Packet(packet) => {
+                if let Some(pass) = self.decoder.pass(packet.header.apid).copied() {
+                    emit(StreamMessage::Packet {
+                        stream,
+                        packet,
+                        pass,
+                    });
+                }
+            }
+            Outcome::Rejected(rejection) => {
+                if let Rejection::Sequence(SequenceError::Duplicate { apid, .. }) = rejection {
+                    if let Some(pass) = self.decoder.pass(apid).copied() {
+                        emit(StreamMessage::Duplicate { stream, pass });
+                    }
+                }
+                self.log(&rejection);
+            }
+        }
     }
 
     /// Authentication failures are reported with the peer's address: they are the ones an
@@ -537,11 +586,15 @@ pub fn listen(
         committer.finish()
     });
     let served = runtime.block_on(serve(options, sender, ready));
-    let reports = writer
-        .join()
-        .map_err(|_| GroundError::WriterGone("the committer thread panicked".to_string()))?;
-    served?;
-    reports
+    let written = writer.join().map_err(|_| GroundError::WriterPanicked)?;
+    match (written, served) {
+        // The writer's failure is the cause; serve only saw the channel close.
+        (Err(error), _) => Err(GroundError::WriterFailed {
+            source: Box::new(error),
+        }),
+        (Ok(_), Err(error)) => Err(error),
+        (Ok(reports), Ok(())) => Ok(reports),
+    }
 }
 
 async fn serve(
@@ -568,11 +621,15 @@ async fn serve(
     let limit = options.max_connections.unwrap_or(usize::MAX);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    loop {
+    let stopped = loop {
         if ended >= limit {
-            break;
+            break Ok(());
         }
         tokio::select! {
+            // The committer is gone (it failed): accepting more would only lose what they send.
+            () = sender.closed() => {
+                break Err(GroundError::WriterGone { peer: local.to_string() });
+            }
             accept = listener.accept(), if accepted < limit => {
                 let (socket, peer) = match accept {
                     Ok(pair) => pair,
@@ -589,19 +646,19 @@ async fn serve(
             done = tasks.join_next(), if !tasks.is_empty() => {
                 ended += 1;
                 if let Some(Ok(Err(error))) = done {
-                    eprintln!("orbhash ground: {error}");
+                    eprintln!("orbhash ground: {}", crate::error_chain(&error));
                 }
             }
             _ = &mut ctrl_c => {
                 eprintln!("orbhash ground: interrupted; committing what arrived");
-                break;
+                break Ok(());
             }
         }
-    }
+    };
     // Connections still open at Ctrl-C end here; what they sent is committed.
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
-    Ok(())
+    stopped
 }
 
 async fn connection(
@@ -613,7 +670,9 @@ async fn connection(
 ) -> Result<()> {
     use tokio::io::AsyncReadExt;
     let peer_text = peer.to_string();
-    let gone = |_| GroundError::WriterGone(format!("while receiving from {peer_text}"));
+    let gone = |_| GroundError::WriterGone {
+        peer: peer_text.clone(),
+    };
     sender
         .send(StreamMessage::Begin {
             stream,

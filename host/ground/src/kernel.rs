@@ -10,7 +10,11 @@
 //! AVX-512 VPOPCNTQ would do eight codes per instruction, but its intrinsics are stable only since
 //! Rust 1.89 and the workspace's minimum is 1.85.
 //!
-//! Codes are `words` u64 each (K = 16..64 in one word, zero-padded; 128 in two; 256 in four).
+//! Codes are `words` u64 each in the wire crate's word layout ([`orbhash_wire::pack_words`]: K =
+//! 16..64 in one word, zero-padded; 128 in two; 256 in four). The portable kernel is
+//! [`orbhash_wire::hamming_words`] itself; the x86 ones must agree with it (tested below).
+
+use orbhash_wire::hamming_words;
 
 /// A popcount implementation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -123,11 +127,6 @@ impl Kernel {
             _ => below_fixed::<W>(codes, &q, threshold, base, out),
         }
     }
-
-    /// Distance between two codes of `words` u64.
-    pub fn distance(a: &[u64], b: &[u64]) -> u32 {
-        a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
-    }
 }
 
 #[inline(always)]
@@ -139,11 +138,7 @@ fn below_fixed<const W: usize>(
     out: &mut Vec<(u32, u32)>,
 ) {
     for (index, code) in codes.chunks_exact(W).enumerate() {
-        let distance: u32 = code
-            .iter()
-            .zip(query)
-            .map(|(c, q)| (c ^ q).count_ones())
-            .sum();
+        let distance = hamming_words(code, query);
         // Rarely taken once the top-k has filled: the branch predicts well.
         if distance < threshold {
             out.push((base + index as u32, distance));
@@ -163,7 +158,7 @@ fn below_any(
         return;
     }
     for (index, code) in codes.chunks_exact(words).enumerate() {
-        let distance = Kernel::distance(code, query);
+        let distance = hamming_words(code, query);
         if distance < threshold {
             out.push((base + index as u32, distance));
         }

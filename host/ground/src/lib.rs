@@ -23,9 +23,12 @@ use std::path::PathBuf;
 use orbhash_wire::ModelId;
 
 /// Everything the ground station can fail at, each naming the file, peer or model concerned.
+///
+/// A variant with a source names what failed and leaves the cause to its source, so an error
+/// printed with every source (anyhow's `{:#}`) says each thing once.
 #[derive(Debug, thiserror::Error)]
 pub enum GroundError {
-    #[error("archive {path}: {source}")]
+    #[error("archive {path}")]
     Sqlite {
         path: PathBuf,
         #[source]
@@ -37,7 +40,7 @@ pub enum GroundError {
         found: i64,
         known: i64,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -57,12 +60,51 @@ pub enum GroundError {
         expected: u16,
         found: u16,
     },
-    #[error("bad code {text:?}: {why}")]
-    BadCode { text: String, why: String },
+    #[error(
+        "a packet of model {model} carries {found}-bit codes; the archive holds that model's \
+         codes as {expected}-bit"
+    )]
+    PacketCodeLength {
+        model: ModelId,
+        expected: u16,
+        found: u16,
+    },
+    #[error("bad code {text:?}: expected an even number of hex digits")]
+    BadHex { text: String },
+    #[error("bad code {text:?}")]
+    BadCode {
+        text: String,
+        #[source]
+        source: orbhash_wire::CodeError,
+    },
     #[error("bad model id {text:?}: expected 16 hex digits")]
     BadModelId { text: String },
-    #[error("model card for {model}: {why}")]
-    BadModelCard { model: ModelId, why: String },
+    #[error("model card {what}")]
+    BadModelCard {
+        /// The file, or which stored card.
+        what: String,
+        #[source]
+        source: orbhash_contract::card::CardError,
+    },
+    #[error("model card of {model}: the card says {card_bits}-bit codes, its packets carry {seen_bits}-bit codes")]
+    CardCodeLength {
+        model: ModelId,
+        card_bits: u16,
+        seen_bits: u16,
+    },
+    #[error("{path} is the card of model {found}, not {expected}")]
+    CardOfAnotherModel {
+        path: PathBuf,
+        found: ModelId,
+        expected: ModelId,
+    },
+    #[error("{what}")]
+    Hashing {
+        /// The model or image file, and what was being done with it.
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("no tile {tile}{scene} in the archive")]
     NoSuchTile { tile: u32, scene: String },
     #[error("label {label:?} is not a class of model {model} (known: {known})")]
@@ -73,22 +115,36 @@ pub enum GroundError {
     },
     #[error("mission key {path}: {why}")]
     BadKey { path: PathBuf, why: String },
-    #[error("listening on {addr}: {source}")]
+    #[error("listening on {addr}")]
     Bind {
         addr: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("peer {peer}: {source}")]
+    #[error("peer {peer}")]
     Peer {
         peer: String,
         #[source]
         source: std::io::Error,
     },
+    #[error("archive {path}: the report of session {session} does not read")]
+    BadReport {
+        path: PathBuf,
+        session: i64,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("search: {0}")]
     Search(String),
-    #[error("ingest writer stopped: {0}")]
-    WriterGone(String),
+    #[error("peer {peer}: the archive writer stopped")]
+    WriterGone { peer: String },
+    #[error("the archive writer thread panicked")]
+    WriterPanicked,
+    #[error("stopped accepting connections: the archive writer failed")]
+    WriterFailed {
+        #[source]
+        source: Box<GroundError>,
+    },
 }
 
 pub type Result<T, E = GroundError> = std::result::Result<T, E>;
@@ -100,31 +156,7 @@ pub fn parse_model_id(text: &str) -> Result<ModelId> {
     })
 }
 
-/// Hex digits to bytes (pairs, no separators); `None` on odd length or a non-hex digit.
-/// A dozen lines, so no `hex` crate.
-pub fn parse_hex(text: &str) -> Option<Vec<u8>> {
-    let digits = text.as_bytes();
-    if digits.len() % 2 != 0 {
-        return None;
-    }
-    digits
-        .chunks_exact(2)
-        .map(|pair| {
-            let high = (*pair.first()? as char).to_digit(16)?;
-            let low = (*pair.get(1)? as char).to_digit(16)?;
-            u8::try_from(high * 16 + low).ok()
-        })
-        .collect()
-}
-
-/// Bytes as lowercase hex.
-pub fn to_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut out, byte| {
-        let _ = write!(out, "{byte:02x}");
-        out
-    })
-}
+pub(crate) use orbhash_cli::error_chain;
 
 /// Milliseconds since the Unix epoch, now (0 if the clock is before 1970).
 pub(crate) fn now_ms() -> i64 {
@@ -140,12 +172,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hex_round_trips_and_refuses_garbage() {
-        assert_eq!(parse_hex("00ff7a"), Some(vec![0, 255, 0x7a]));
-        assert_eq!(to_hex(&[0, 255, 0x7a]), "00ff7a");
-        assert_eq!(parse_hex("0"), None);
-        assert_eq!(parse_hex("zz"), None);
+    fn model_ids_are_16_hex_digits() {
         assert!(parse_model_id("5a117e0042990001").is_ok());
         assert!(parse_model_id("5a117e00429900").is_err());
+    }
+
+    #[test]
+    fn an_error_names_its_cause_once() {
+        let error = GroundError::Io {
+            path: PathBuf::from("pass.bin"),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        };
+        let chain = format!("{:#}", anyhow::Error::new(error));
+        assert_eq!(chain, "pass.bin: no such file");
     }
 }

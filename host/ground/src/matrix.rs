@@ -28,11 +28,30 @@
 //!
 //! Rows are in record-id order, so a row index is the search's tie-breaker everywhere (scan, MIH,
 //! threads): equal distances rank by row, and every method returns the same list.
+//!
+//! Codes are in the wire crate's word layout ([`orbhash_wire::pack_words`]).
+
+// The file is read back from disk, where anything may have happened to it: no panics on its bytes.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use orbhash_wire::ModelId;
+use orbhash_wire::{pack_words, words_for, ModelId};
 
 use crate::archive::{Archive, ModelInfo};
 use crate::{GroundError, Result};
@@ -41,21 +60,13 @@ const MAGIC: &[u8; 8] = b"ORBHMAT\0";
 const VERSION: u32 = 1;
 const HEADER_LEN: usize = 64;
 
-/// u64 words per code of `bits`.
-pub fn words_for(bits: u16) -> usize {
-    usize::from(bits).div_ceil(64).max(1)
-}
-
-/// A code's bytes (bit i at byte i/8, bit i%8) as little-endian u64 words, zero-padded: the same
-/// bit numbering, so XOR and popcount over words equal the Hamming distance over bytes.
-pub fn pack_words(bytes: &[u8], words: usize, out: &mut Vec<u64>) {
-    for word in 0..words {
-        let mut le = [0u8; 8];
-        for (slot, byte) in le.iter_mut().zip(bytes.iter().skip(word * 8)) {
-            *slot = *byte;
-        }
-        out.push(u64::from_le_bytes(le));
+/// The `N` bytes at `at` of `bytes` (zeros past its end: callers check lengths first).
+fn array<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    if let Some(slice) = bytes.get(at..at.saturating_add(N)) {
+        out.copy_from_slice(slice);
     }
+    out
 }
 
 /// Every code of one model, with the per-record columns the search filters on.
@@ -120,7 +131,11 @@ impl CodeMatrix {
         tile_id: u32,
         time_ms: u64,
     ) {
-        pack_words(code, self.words, &mut self.codes);
+        let start = self.codes.len();
+        self.codes.resize(start + self.words, 0);
+        if let Some(row) = self.codes.get_mut(start..) {
+            pack_words(code, row);
+        }
         self.ids.push(id);
         self.labels.push(label);
         self.scenes.push(scene_id);
@@ -176,7 +191,7 @@ impl CodeMatrix {
             }
             Err(error) => (
                 Self::new(model.model_id, model.code_bits),
-                MatrixSource::Rebuilt(error.to_string()),
+                MatrixSource::Rebuilt(crate::error_chain(&error)),
             ),
         };
         let before = matrix.len();
@@ -299,24 +314,18 @@ impl CodeMatrix {
         let header = bytes
             .get(..HEADER_LEN)
             .ok_or_else(|| bad("shorter than its header"))?;
-        let field = |at: usize| -> [u8; 8] {
-            let mut out = [0u8; 8];
-            if let Some(slice) = header.get(at..at + 8) {
-                out.copy_from_slice(slice);
-            }
-            out
-        };
+        let field = |at: usize| array::<8>(header, at);
         if header.get(..8) != Some(MAGIC.as_slice()) {
             return Err(bad("not an orbhash code matrix (bad magic)"));
         }
-        let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+        let version = u32::from_le_bytes(array(header, 8));
         if version != VERSION {
             return Err(bad(&format!(
                 "format version {version}, this build reads {VERSION}"
             )));
         }
-        let bits = u16::from_le_bytes([header[12], header[13]]);
-        let words = usize::from(u16::from_le_bytes([header[14], header[15]]));
+        let bits = u16::from_le_bytes(array(header, 12));
+        let words = usize::from(u16::from_le_bytes(array(header, 14)));
         if !orbhash_wire::code::is_supported_length(bits) || words != words_for(bits) {
             return Err(bad(&format!(
                 "unsupported code length {bits} ({words} words)"
@@ -353,7 +362,7 @@ impl CodeMatrix {
         let labels_bytes = take(2 * count);
         let u64s = |raw: &[u8]| -> Vec<u64> {
             raw.chunks_exact(8)
-                .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .map(|c| u64::from_le_bytes(array(c, 0)))
                 .collect()
         };
         let matrix = Self {
@@ -365,15 +374,15 @@ impl CodeMatrix {
             times: u64s(times_bytes),
             scenes: scenes_bytes
                 .chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .map(|c| u32::from_le_bytes(array(c, 0)))
                 .collect(),
             tiles: tiles_bytes
                 .chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .map(|c| u32::from_le_bytes(array(c, 0)))
                 .collect(),
             labels: labels_bytes
                 .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .map(|c| u16::from_le_bytes(array(c, 0)))
                 .collect(),
             max_record_id,
         };
@@ -427,15 +436,5 @@ mod tests {
             CodeMatrix::read(&path),
             Err(GroundError::BadMatrix { .. })
         ));
-    }
-
-    #[test]
-    fn packing_keeps_bit_numbering() {
-        let mut words = Vec::new();
-        pack_words(&[0x01, 0x80], 1, &mut words);
-        assert_eq!(words, vec![0x8001]);
-        assert_eq!(words_for(48), 1);
-        assert_eq!(words_for(128), 2);
-        assert_eq!(words_for(256), 4);
     }
 }

@@ -21,7 +21,8 @@
 //! - When probing would cost more than reading everything (a filter that matches almost nothing,
 //!   a query far from all codes), the query falls back to the scan: still exact.
 
-use crate::kernel::Kernel;
+use orbhash_wire::hamming_words;
+
 use crate::matrix::CodeMatrix;
 use crate::search::{scan, Collector, Filter, Hit, ScanOptions, SearchSpec};
 
@@ -209,24 +210,26 @@ impl MultiIndex {
     ) -> (Vec<Vec<Hit>>, MihStats) {
         let threads = threads.clamp(1, queries.len().max(1));
         let per_thread = queries.len().div_ceil(threads).max(1);
-        let probed: Vec<(Vec<Option<Vec<Hit>>>, MihStats)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = queries
-                .chunks(per_thread)
-                .map(|chunk| {
-                    scope.spawn(move || {
-                        let mut stats = MihStats::default();
-                        let hits = chunk
-                            .iter()
-                            .map(|query| self.probe(matrix, query, spec, filter, &mut stats))
-                            .collect::<Vec<_>>();
-                        (hits, stats)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|handle| handle.join().unwrap_or_default())
-                .collect()
+        let chunks: Vec<&[Vec<u64>]> = queries.chunks(per_thread).collect();
+        let mut probed: Vec<(Vec<Option<Vec<Hit>>>, MihStats)> =
+            vec![Default::default(); chunks.len()];
+        // A chunk that panics re-raises its panic here (rayon's scope): dropping it would hand
+        // every later query the hits of the one after it.
+        rayon::scope(|scope| {
+            for (_at, (chunk, slot)) in (0usize..).zip(chunks.iter().zip(probed.iter_mut())) {
+                scope.spawn(move |_| {
+                    #[cfg(test)]
+                    if matrix.model_id == crate::search::PANICS_IN_TESTS && _at > 0 {
+                        panic!("search thread failure injected by the test");
+                    }
+                    let mut stats = MihStats::default();
+                    let hits = chunk
+                        .iter()
+                        .map(|query| self.probe(matrix, query, spec, filter, &mut stats))
+                        .collect::<Vec<_>>();
+                    *slot = (hits, stats);
+                });
+            }
         });
         let mut stats = MihStats::default();
         let mut results: Vec<Option<Vec<Hit>>> = Vec::with_capacity(queries.len());
@@ -350,7 +353,7 @@ impl MultiIndex {
                         .unwrap_or(&[]);
                     let mut threshold = collector.threshold_inclusive();
                     for (entry, code) in codes.chunks_exact(self.words).enumerate() {
-                        let distance = Kernel::distance(code, query);
+                        let distance = hamming_words(code, query);
                         if distance >= threshold {
                             continue;
                         }
@@ -521,8 +524,8 @@ mod tests {
             };
             let filter = Filter { labels: label_filter.map(|l| vec![l]), ..Filter::default() };
             let words: Vec<Vec<u64>> = queries.iter().map(|q| {
-                let mut packed = Vec::new();
-                crate::matrix::pack_words(&resize(q), matrix.words, &mut packed);
+                let mut packed = vec![0u64; matrix.words];
+                orbhash_wire::pack_words(&resize(q), &mut packed);
                 packed
             }).collect();
             let scanned = scan(&matrix, &words, spec, &filter, &ScanOptions { threads: 2, block_rows: 64, ..ScanOptions::default() });
@@ -534,6 +537,30 @@ mod tests {
             }
             prop_assert_eq!(index.search_batch(&matrix, &words, spec, &filter, 2), scanned);
         }
+    }
+
+    #[test]
+    fn a_panicking_probe_thread_fails_the_batch_instead_of_shifting_its_answers() {
+        let codes: Vec<Vec<u8>> = (0..300u32)
+            .map(|row| row.wrapping_mul(2_654_435_761).to_le_bytes().to_vec())
+            .collect();
+        let mut matrix = matrix_of(32, &codes, &[0]);
+        matrix.model_id = crate::search::PANICS_IN_TESTS;
+        let index = MultiIndex::build(&matrix, None);
+        let queries: Vec<Vec<u64>> = (0..6).map(|row| matrix.code(row * 40).to_vec()).collect();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            index.search_batch(
+                &matrix,
+                &queries,
+                SearchSpec::top_k(3),
+                &Filter::default(),
+                3,
+            )
+        }));
+        assert!(
+            outcome.is_err(),
+            "queries lost or answered with another's hits: {outcome:?}"
+        );
     }
 
     #[test]

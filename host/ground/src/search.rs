@@ -12,14 +12,14 @@ use std::collections::BinaryHeap;
 use std::path::Path;
 use std::time::Instant;
 
-use orbhash_wire::{Code, ModelId};
+use orbhash_wire::{hamming_words, hex, Code, ModelId};
 use serde::Serialize;
 
 use crate::archive::{Archive, ModelInfo, StoredRecord};
 use crate::kernel::Kernel;
-use crate::matrix::{pack_words, CodeMatrix, MatrixSource};
+use crate::matrix::{CodeMatrix, MatrixSource};
 use crate::mih::MultiIndex;
-use crate::{parse_hex, GroundError, Result};
+use crate::{GroundError, Result};
 
 /// One result: a matrix row and its distance. Orders by (distance, row).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -190,6 +190,7 @@ impl Collector {
 /// How the scan runs.
 #[derive(Debug, Clone, Copy)]
 pub struct ScanOptions {
+    /// Parts the rows are split into, run on rayon's global pool (so at most its size at once).
     pub threads: usize,
     pub kernel: Kernel,
     /// Rows per cache block: every query of the batch runs over one block before the next.
@@ -236,18 +237,17 @@ pub fn scan_rows(
             .collect();
     }
     let per_thread = rows.div_ceil(threads);
-    let parts: Vec<Vec<Collector>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let start = range.start + (t * per_thread).min(rows);
-                let end = range.start + ((t + 1) * per_thread).min(rows);
-                scope.spawn(move || scan_part(matrix, start..end, queries, spec, filter, options))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| handle.join().unwrap_or_default())
-            .collect()
+    let mut parts: Vec<Vec<Collector>> = vec![Vec::new(); threads];
+    // A part that panics re-raises its panic here once every part is done (rayon's scope): a
+    // failure must never pass for a part that simply had no hits.
+    rayon::scope(|scope| {
+        for (t, part) in parts.iter_mut().enumerate() {
+            let start = range.start + (t * per_thread).min(rows);
+            let end = range.start + ((t + 1) * per_thread).min(rows);
+            scope.spawn(move |_| {
+                *part = scan_part(matrix, start..end, queries, spec, filter, options);
+            });
+        }
     });
     // Merge: each part holds its own exact top-k, so the union holds the global one.
     let mut merged: Vec<Collector> = queries
@@ -264,6 +264,11 @@ pub fn scan_rows(
     merged.into_iter().map(Collector::into_sorted).collect()
 }
 
+/// Tests make search threads panic on a matrix of this model id (every part but the first), to
+/// check that a failure never turns into a shorter answer.
+#[cfg(test)]
+pub(crate) const PANICS_IN_TESTS: ModelId = ModelId(*b"panics!!");
+
 fn scan_part(
     matrix: &CodeMatrix,
     range: std::ops::Range<usize>,
@@ -272,6 +277,10 @@ fn scan_part(
     filter: &Filter,
     options: &ScanOptions,
 ) -> Vec<Collector> {
+    #[cfg(test)]
+    if matrix.model_id == PANICS_IN_TESTS && range.start > 0 {
+        panic!("search thread failure injected by the test");
+    }
     let words = matrix.words;
     let mut collectors: Vec<Collector> = queries
         .iter()
@@ -316,7 +325,7 @@ pub fn brute_force(
     let mut hits: Vec<Hit> = (0..matrix.len())
         .filter(|&row| filter.accepts(matrix, row))
         .map(|row| Hit {
-            distance: Kernel::distance(matrix.code(row), query),
+            distance: hamming_words(matrix.code(row), query),
             row: row as u32,
         })
         .filter(|hit| spec.radius.is_none_or(|radius| hit.distance <= radius))
@@ -328,8 +337,8 @@ pub fn brute_force(
     hits
 }
 
-/// What a query starts from. Query by image will be a variant here once the edge library can hash
-/// an image on the ground with the archive's model.
+/// What a query starts from. A query by image arrives as [`QuerySpec::Code`]: the CLI hashes the
+/// image with the model file first ([`crate::by_image::hash_images`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QuerySpec {
     /// A code given in hex (K/8 bytes, byte 0 first, bit i at byte i/8, bit i%8).
@@ -418,13 +427,7 @@ pub fn run_query(dir: &Path, query: &Query) -> Result<QueryResult> {
                 found: code.bits(),
             });
         }
-        let mut words = Vec::new();
-        pack_words(
-            code.as_bytes(),
-            super::matrix::words_for(model.code_bits),
-            &mut words,
-        );
-        codes.push(words);
+        codes.push(code.to_words().to_vec());
     }
     let (matrix, source) = CodeMatrix::open_or_build(&archive, &model)?;
     let mut labels = Vec::new();
@@ -504,7 +507,7 @@ pub fn run_query(dir: &Path, query: &Query) -> Result<QueryResult> {
             })
             .collect();
         answers.push(QueryAnswer {
-            code: super::to_hex(code.as_bytes()),
+            code: hex::encode(code.as_bytes()),
             matches,
         });
     }
@@ -565,14 +568,12 @@ fn resolve(
                 .chars()
                 .filter(|c| !matches!(c, '_' | ' ' | ':'))
                 .collect();
-            let bytes = parse_hex(&cleaned).ok_or_else(|| GroundError::BadCode {
-                text: text.clone(),
-                why: "not an even number of hex digits".to_string(),
-            })?;
+            let bytes =
+                hex::decode(&cleaned).ok_or_else(|| GroundError::BadHex { text: text.clone() })?;
             let bits = u16::try_from(bytes.len() * 8).unwrap_or(u16::MAX);
-            let code = Code::from_bytes(bits, &bytes).map_err(|error| GroundError::BadCode {
+            let code = Code::from_bytes(bits, &bytes).map_err(|source| GroundError::BadCode {
                 text: text.clone(),
-                why: error.to_string(),
+                source,
             })?;
             Ok((code, None, None))
         }
@@ -601,10 +602,12 @@ fn resolve(
                 .iter()
                 .find(|m| m.model_id == model_id)
                 .map_or(0, |m| m.code_bits);
-            let bytes = parse_hex(&record.code).unwrap_or_default();
-            let code = Code::from_bytes(bits, &bytes).map_err(|error| GroundError::BadCode {
+            let bytes = hex::decode(&record.code).ok_or_else(|| GroundError::BadHex {
                 text: record.code.clone(),
-                why: error.to_string(),
+            })?;
+            let code = Code::from_bytes(bits, &bytes).map_err(|source| GroundError::BadCode {
+                text: record.code.clone(),
+                source,
             })?;
             Ok((code, Some(record.label), Some(model_id)))
         }
@@ -681,6 +684,31 @@ mod tests {
             );
         }
         matrix
+    }
+
+    #[test]
+    fn a_panicking_scan_thread_fails_the_search_instead_of_shortening_it() {
+        let mut matrix = random_matrix(5000, 64, 1);
+        matrix.model_id = PANICS_IN_TESTS;
+        let queries = vec![matrix.code(4321).to_vec()];
+        let options = ScanOptions {
+            threads: 3,
+            kernel: Kernel::Portable,
+            block_rows: 700,
+        };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            scan(
+                &matrix,
+                &queries,
+                SearchSpec::top_k(5),
+                &Filter::default(),
+                &options,
+            )
+        }));
+        assert!(
+            outcome.is_err(),
+            "rows went unsearched without an error: {outcome:?}"
+        );
     }
 
     #[test]

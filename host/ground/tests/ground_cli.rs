@@ -36,7 +36,8 @@ fn ingest_query_and_stats_through_the_binary() {
     assert_eq!(reports[0]["records_stored"], 0, "{reports}");
 
     // Query by an archived tile: it finds itself first, at distance 0.
-    let query = ground(&["query",
+    let query = ground(&[
+        "query",
         "--archive",
         archive,
         "--tile",
@@ -56,14 +57,7 @@ fn ingest_query_and_stats_through_the_binary() {
         .to_string();
 
     // By hex code, as a table.
-    let table = ground(&["query",
-        "--archive",
-        archive,
-        "--code",
-        &code,
-        "-k",
-        "3",
-    ]);
+    let table = ground(&["query", "--archive", archive, "--code", &code, "-k", "3"]);
     assert!(table.status.success(), "{table:?}");
     assert!(stdout(&table).contains("rank"), "{}", stdout(&table));
 
@@ -80,10 +74,46 @@ fn ingest_query_and_stats_through_the_binary() {
         "{message}"
     );
     let missing = dir.path().join("nowhere");
-    let missing = ground(&["stats",
-        "--archive",
-        missing.to_str().expect("utf-8"),
-    ]);
+    let missing = ground(&["stats", "--archive", missing.to_str().expect("utf-8")]);
     assert!(!missing.status.success());
     assert!(!String::from_utf8_lossy(&missing.stderr).contains("panicked"));
+}
+
+#[test]
+fn model_card_refuses_a_file_that_is_not_a_whole_card() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pass = dir.path().join("pass.bin");
+    std::fs::write(&pass, synthetic_stream(200, 7, 1, None).expect("stream")).expect("writes");
+    let archive = dir.path().join("archive");
+    let archive = archive.to_str().expect("utf-8 path");
+    let ingest = ground(&[
+        "ingest",
+        "--archive",
+        archive,
+        pass.to_str().expect("utf-8"),
+    ]);
+    assert!(ingest.status.success(), "{ingest:?}");
+    // What used to pass for a card: class names and a code length, nothing else.
+    let partial = dir.path().join("partial.json");
+    std::fs::write(
+        &partial,
+        r#"{"classes": ["water", "forest"], "code_bits": 64}"#,
+    )
+    .expect("writes");
+    let model = "62656e63686d726b"; // b"benchmrk"
+    let refused = ground(&[
+        "model-card",
+        "--archive",
+        archive,
+        model,
+        partial.to_str().expect("utf-8"),
+    ]);
+    assert!(!refused.status.success(), "{refused:?}");
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("partial.json") && message.contains("`format`"),
+        "{message}"
+    );
+    let stats = ground(&["stats", "--archive", archive]);
+    assert!(stdout(&stats).contains("no card"), "{}", stdout(&stats));
 }

@@ -104,9 +104,8 @@ fn ingesting_the_same_file_twice_adds_nothing() {
 #[test]
 fn corrupt_lost_duplicated_and_reordered_packets_are_accounted_for() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-    // 60 000 records = 600 packets across a sequence-count wrap is too slow for the suite; use 600
-    // packets on one APID, and a second APID whose counts cross 2^14 is covered by the unwrapper's
-    // unit test.
+    // 600 packets on one APID. Counts crossing 2^14 are the decoder's to unwrap, and tested there
+    // (orbhash-wire's `sequence_counts_wrap_at_2_pow_14`).
     let sent = frames(&synthetic_stream(60_000, 5, 2, None).expect("stream"));
     let mut delivered: Vec<Vec<u8>> = Vec::new();
     let mut intact: Vec<Vec<u8>> = Vec::new();
@@ -180,13 +179,13 @@ fn corrupt_lost_duplicated_and_reordered_packets_are_accounted_for() {
     assert_eq!(passes[0].missing, lost + corrupt);
 }
 
-/// The child of `kill_9_during_ingest_loses_nothing_acknowledged`: ingests slowly, printing
-/// `ACK <records>` after every durable commit. Does nothing when run as a normal test.
+/// The child of `kill_9_during_ingest_loses_nothing_acknowledged`, not a test of its own (so
+/// ignored): ingests slowly, printing `ACK <records>` after every durable commit.
 #[test]
+#[ignore = "the child process of kill_9_during_ingest_loses_nothing_acknowledged"]
 fn kill_child_entry() {
-    let Ok(dir) = std::env::var("ORBHASH_GROUND_KILL_CHILD") else {
-        return;
-    };
+    let dir = std::env::var("ORBHASH_GROUND_KILL_CHILD")
+        .expect("run by kill_9_during_ingest_loses_nothing_acknowledged, which sets this");
     let dir = Path::new(&dir);
     let stream = std::fs::read(dir.join("stream.bin")).expect("stream");
     let archive = Archive::open(&dir.join("archive")).expect("archive");
@@ -221,6 +220,7 @@ fn kill_9_during_ingest_loses_nothing_acknowledged() {
         .args([
             "kill_child_entry",
             "--exact",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -393,4 +393,136 @@ fn authenticated_listener_stores_only_genuine_packets_and_names_the_peer() {
         .expect("s");
     assert_eq!(sessions.iter().map(|s| s.auth_failures).sum::<u64>(), 12);
     assert!(sessions.iter().all(|s| s.peer.is_some()));
+}
+
+#[test]
+fn a_session_and_its_pass_report_the_decoder_figures() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sent = frames(&synthetic_stream(1_000, 5, 1, None).expect("stream"));
+    // 5, 7, 6 (late, fills the gap), 3 (late, before anything tracked: no gap to fill), 8, 9.
+    let order = [5usize, 7, 6, 3, 8, 9];
+    let delivered: Vec<u8> = order.iter().flat_map(|&at| sent[at].clone()).collect();
+    let file = dir.path().join("reordered.bin");
+    std::fs::write(&file, &delivered).expect("write");
+    let archive_dir = dir.path().join("archive");
+    let reports = ingest_files(&archive_dir, &[file], options(1_000), None).expect("ingest");
+    let report = &reports[0];
+    assert_eq!((report.missing, report.late), (0, 2), "{report:#?}");
+    let pass = &report.passes[0];
+    assert_eq!(
+        (pass.missing, pass.late),
+        (report.missing, report.late),
+        "{report:#?}"
+    );
+    let passes = Archive::open(&archive_dir)
+        .expect("open")
+        .passes()
+        .expect("passes");
+    assert_eq!(
+        (passes[0].missing, passes[0].late),
+        (report.missing, report.late),
+        "{passes:#?}"
+    );
+}
+
+#[test]
+fn a_file_cut_before_its_last_delimiter_keeps_its_last_packet() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut stream = synthetic_stream(1_000, 6, 1, None).expect("stream");
+    assert_eq!(stream.pop(), Some(0));
+    let file = dir.path().join("cut.bin");
+    std::fs::write(&file, &stream).expect("write");
+    let reports =
+        ingest_files(&dir.path().join("archive"), &[file], options(1_000), None).expect("ingest");
+    assert_eq!(reports[0].records_stored, 1_000, "{:#?}", reports[0]);
+    assert_eq!(reports[0].corrupt, 0);
+}
+
+/// The stream of `synthetic_stream`'s model with codes of another length: a model the archive
+/// already knows with 64-bit codes, which it must refuse to store.
+fn stream_with_32_bit_codes() -> Vec<u8> {
+    use orbhash_wire::{
+        Code, ModelId, PacketContext, PacketWriter, Record, StdIo, TileGrid, TilePosition,
+        WriterConfig,
+    };
+    let mut writer = PacketWriter::new(WriterConfig::new(PacketContext {
+        apid: 9,
+        model_id: ModelId(*b"benchmrk"),
+        code_bits: 32,
+        label_set: 1,
+        epoch: 1,
+        grid: TileGrid::default(),
+    }))
+    .expect("writer");
+    let mut sink = StdIo(Vec::new());
+    for tile_id in 0..10 {
+        let record = Record {
+            tile_id,
+            capture_time_ms: 1_700_000_000_000,
+            position: TilePosition {
+                scene_id: 1,
+                row_px: 0,
+                col_px: 0,
+                map: None,
+            },
+            label: 0,
+            confidence: 200,
+            code: Code::from_bytes(32, &tile_id.to_le_bytes()).expect("code"),
+        };
+        writer.push(&record, &mut sink).expect("push");
+    }
+    writer.flush(&mut sink).expect("flush");
+    sink.0
+}
+
+#[test]
+fn the_listener_stops_when_its_archive_writer_fails() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let archive_dir = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let result = listen(
+            &archive_dir,
+            ListenOptions {
+                addr: "127.0.0.1:0".parse().expect("addr"),
+                ingest: IngestOptions {
+                    batch_interval: Duration::from_millis(20),
+                    ..IngestOptions::default()
+                },
+                max_connections: None,
+            },
+            Some(ready_tx),
+            None,
+        );
+        let _ = done_tx.send(result);
+    });
+    let addr = ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("listener ready");
+    send(addr, &synthetic_stream(500, 1, 1, None).expect("stream"));
+    // Same model id, other code length: storing it fails, and the writer with it.
+    send(addr, &stream_with_32_bit_codes());
+    let result = done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the listener stops instead of accepting into a dead writer");
+    let error = result.expect_err("the writer's failure is the answer");
+    let mut chain = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    // Whichever stream the writer stored first, the other one is the cause.
+    assert!(
+        chain.contains("archive writer failed")
+            && chain.contains("32-bit")
+            && chain.contains("64-bit"),
+        "{chain}"
+    );
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "nothing listens any more"
+    );
 }

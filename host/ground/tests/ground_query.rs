@@ -1,21 +1,24 @@
 //! Ground station search through the archive: by tile and by code, filters, methods agreeing,
 //! model cards, code matrix staleness.
 
+mod common;
+
 use std::path::Path;
 
+use common::{card, MODEL};
 use orbhash_ground::archive::Archive;
 use orbhash_ground::bench::synthetic_stream;
 use orbhash_ground::ingest::{ingest_files, IngestOptions};
-use orbhash_ground::matrix::{pack_words, CodeMatrix, MatrixSource};
+use orbhash_ground::matrix::{CodeMatrix, MatrixSource};
 use orbhash_ground::search::{
     brute_force, run_query, Filter, Method, Query, QuerySpec, SearchSpec,
 };
 use orbhash_ground::GroundError;
-use orbhash_wire::ModelId;
+use orbhash_wire::{pack_words, ModelId};
 
-const MODEL: ModelId = ModelId(*b"benchmrk");
-const CLASSES: &str = r#"{"classes": ["water", "forest", "urban", "crop", "bare", "snow",
-    "cloud", "road", "rail", "port"]}"#;
+const CLASSES: [&str; 10] = [
+    "water", "forest", "urban", "crop", "bare", "snow", "cloud", "road", "rail", "port",
+];
 
 fn ingest(dir: &Path, stream: &[u8], name: &str) {
     let file = dir.join(name);
@@ -56,7 +59,7 @@ fn queries_by_tile_and_code_with_filters_are_exact() {
     let archive_dir = dir.path().join("archive");
     Archive::open(&archive_dir)
         .expect("open")
-        .register_model_card(MODEL, CLASSES)
+        .register_model_card(&card(MODEL, 64, &CLASSES))
         .expect("card");
     let archive = Archive::open(&archive_dir).expect("open");
     let model = archive.model(MODEL).expect("model");
@@ -94,17 +97,10 @@ fn queries_by_tile_and_code_with_filters_are_exact() {
         assert_eq!(found.record.id, matrix.ids[want.row as usize]);
         assert_eq!(found.record.label, label);
     }
-    let names = [
-        "water", "forest", "urban", "crop", "bare", "snow", "cloud", "road", "rail", "port",
-    ];
-    assert_eq!(matches[0].label_name, names[usize::from(label)]);
+    assert_eq!(matches[0].label_name, CLASSES[usize::from(label)]);
 
     // By code, by label name, radius, time window; scan and MIH agree.
-    let code_hex: String = matrix.code(7)[0]
-        .to_le_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let code_hex = orbhash_wire::hex::encode(&matrix.code(7)[0].to_le_bytes());
     let mut request = query(
         vec![
             QuerySpec::Hex(code_hex),
@@ -138,8 +134,8 @@ fn queries_by_tile_and_code_with_filters_are_exact() {
             .iter()
             .all(|m| m.record.label == 0 || m.record.label == 3));
     }
-    let mut expected_query = Vec::new();
-    pack_words(&matrix.code(7)[0].to_le_bytes(), 1, &mut expected_query);
+    let mut expected_query = [0u64; 1];
+    pack_words(&matrix.code(7)[0].to_le_bytes(), &mut expected_query);
     let expected = brute_force(
         &matrix,
         &expected_query,
@@ -177,14 +173,18 @@ fn queries_by_tile_and_code_with_filters_are_exact() {
         SearchSpec::top_k(1),
     );
     assert!(run_query(&archive_dir, &request).is_err());
-    let request = query(
-        vec![QuerySpec::Hex("xyz".to_string())],
-        SearchSpec::top_k(1),
-    );
-    assert!(matches!(
-        run_query(&archive_dir, &request),
-        Err(GroundError::BadCode { .. })
-    ));
+    for (text, bad_digits) in [("xyz", true), ("zz", true), ("abcdef", false)] {
+        let request = query(vec![QuerySpec::Hex(text.to_string())], SearchSpec::top_k(1));
+        let outcome = run_query(&archive_dir, &request);
+        if bad_digits {
+            assert!(matches!(outcome, Err(GroundError::BadHex { .. })), "{text}");
+        } else {
+            assert!(
+                matches!(outcome, Err(GroundError::BadCode { .. })),
+                "{text}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -250,11 +250,12 @@ fn model_cards_and_stats() {
         .iter()
         .all(|(name, _)| name.parse::<u16>().is_ok()));
     assert!(matches!(
-        archive.register_model_card(MODEL, r#"{"classes": ["a"], "code_bits": 128}"#),
-        Err(GroundError::BadModelCard { .. })
+        archive.register_model_card(&card(MODEL, 128, &["a"])),
+        Err(GroundError::CardCodeLength { .. })
     ));
-    assert!(archive.register_model_card(MODEL, "{not json").is_err());
-    archive.register_model_card(MODEL, CLASSES).expect("card");
+    archive
+        .register_model_card(&card(MODEL, 64, &CLASSES))
+        .expect("card");
     let stats = archive.stats().expect("stats");
     let total: u64 = stats.models[0].labels.iter().map(|(_, n)| n).sum();
     assert_eq!(total, 1_000);
@@ -264,11 +265,38 @@ fn model_cards_and_stats() {
         .any(|(name, _)| name == "water"));
     assert_eq!(stats.passes.len(), 1);
     assert_eq!(stats.sessions.len(), 1);
-    // A card for a model that has not sent anything yet needs its code length.
-    let other = ModelId([1; 8]);
-    assert!(archive.register_model_card(other, CLASSES).is_err());
+}
+
+#[test]
+fn a_card_may_come_before_its_models_packets() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archive_dir = dir.path().join("archive");
+    let mut archive = Archive::open(&archive_dir).expect("open");
     archive
-        .register_model_card(other, r#"{"classes": ["x"], "code_bits": 32}"#)
-        .expect("new model");
-    assert_eq!(archive.models().expect("models").len(), 2);
+        .register_model_card(&card(MODEL, 64, &CLASSES))
+        .expect("card first");
+    let other = ModelId([1; 8]);
+    archive
+        .register_model_card(&card(other, 32, &["x"]))
+        .expect("a model that never sends");
+    let models = archive.models().expect("models");
+    assert_eq!(models.len(), 2);
+    assert!(models.iter().all(|model| model.label_set.is_none()));
+    drop(archive);
+    ingest(
+        dir.path(),
+        &synthetic_stream(1_000, 1, 1, None).expect("a"),
+        "a.bin",
+    );
+    let model = Archive::open(&archive_dir)
+        .expect("open")
+        .model(MODEL)
+        .expect("model");
+    assert_eq!(
+        model.label_set,
+        Some(1),
+        "its first packet tells the label set"
+    );
+    assert_eq!(model.record_count, 1_000);
+    assert_eq!(model.class_names.as_deref().map(<[String]>::len), Some(10));
 }

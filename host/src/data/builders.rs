@@ -43,7 +43,8 @@ impl DatasetName {
         }
     }
 
-    /// Patch edge in pixels when none is given (the sizes `../shared/data/README.md` measured).
+    /// Patch edge in pixels when none is given: big enough for a scene's texture at the sensor's
+    /// resolution, small enough to leave a few hundred patches per scene (`docs/data.md`).
     pub fn default_patch(&self) -> usize {
         match self {
             DatasetName::S2Brandenburg => 32,

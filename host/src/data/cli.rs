@@ -6,7 +6,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::builders::{build, BuildOptions, DatasetName};
 use super::folder::{BadFilePolicy, ImageFolder, LoaderOptions, SplitSource};
-use super::manifest::SplitName;
+use super::manifest::{class_count_table, SplitName};
 
 /// Labelled data: build the real data sets, inspect a data set.
 #[derive(Debug, Args)]
@@ -160,14 +160,6 @@ fn run_show(args: ShowArgs) -> anyhow::Result<()> {
     match &folder.manifest {
         Some(manifest) => println!("{}", manifest.summary()),
         None => {
-            let counts = folder.counts();
-            let width = folder
-                .classes
-                .iter()
-                .map(|c| c.len())
-                .max()
-                .unwrap_or(5)
-                .max(5);
             println!(
                 "{}: {} images, {} classes, per-class random split (query ratio {}, seed {})",
                 args.root.display(),
@@ -176,28 +168,18 @@ fn run_show(args: ShowArgs) -> anyhow::Result<()> {
                 args.query_ratio,
                 args.seed
             );
-            println!(
-                "  {:<width$} {:>7} {:>9} {:>6}",
-                "class", "images", "database", "query"
-            );
-            let (mut db_total, mut q_total) = (0, 0);
-            for (label, name) in folder.classes.iter().enumerate() {
-                let db = counts
-                    .get(&(label, SplitName::Database))
-                    .copied()
-                    .unwrap_or(0);
-                let q = counts.get(&(label, SplitName::Query)).copied().unwrap_or(0);
-                db_total += db;
-                q_total += q;
-                println!("  {:<width$} {:>7} {:>9} {:>6}", name, db + q, db, q);
-            }
-            println!(
-                "  {:<width$} {:>7} {:>9} {:>6}",
-                "total",
-                db_total + q_total,
-                db_total,
-                q_total
-            );
+            let counts = folder.counts();
+            let count = |label: usize, split: SplitName| {
+                counts.get(&(label, split)).copied().unwrap_or(0)
+            };
+            let rows = folder.classes.iter().enumerate().map(|(label, name)| {
+                (
+                    name.as_str(),
+                    count(label, SplitName::Database),
+                    count(label, SplitName::Query),
+                )
+            });
+            print!("{}", class_count_table("images", rows));
             if folder.ignored > 0 {
                 println!("  ({} non-image files ignored)", folder.ignored);
             }

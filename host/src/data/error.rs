@@ -1,47 +1,49 @@
 //! One error type for the data module: every variant that concerns a file names it, so a user
-//! with a broken data set knows which file to look at.
+//! with a broken data set knows which file to look at. A variant with a source names the file and
+//! what was being done, never the source's own text: the `{:#}` of whoever prints the error
+//! appends that once.
 
 use std::path::PathBuf;
 
 /// Why building or loading data failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
 
-    #[error("{path}: TIFF: {source}")]
+    #[error("{path}: cannot read or write TIFF")]
     Tiff {
         path: PathBuf,
         #[source]
         source: tiff::TiffError,
     },
 
-    #[error("{path}: JPEG 2000: {source}")]
+    #[error("{path}: cannot decode JPEG 2000")]
     Jpeg2000 {
         path: PathBuf,
         #[source]
         source: jpeg2k::error::Error,
     },
 
-    #[error("{path}: cannot decode image: {source}")]
+    #[error("{path}: cannot decode image")]
     Image {
         path: PathBuf,
         #[source]
         source: image::ImageError,
     },
 
-    #[error("{path}: GeoPackage: {source}")]
+    #[error("{path}: cannot read GeoPackage")]
     Sqlite {
         path: PathBuf,
         #[source]
         source: rusqlite::Error,
     },
 
-    #[error("{path}: JSON: {source}")]
+    #[error("{path}: bad JSON")]
     Json {
         path: PathBuf,
         #[source]

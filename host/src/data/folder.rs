@@ -285,8 +285,10 @@ impl ImageFolder {
                 Err(error) => match self.bad_files {
                     BadFilePolicy::Fail => return Err(error),
                     BadFilePolicy::Skip => {
-                        eprintln!("warning: skipping {error}");
-                        skipped.push((entry.path.clone(), error.to_string()));
+                        // `{:#}`: the file, then every cause under it.
+                        let reason = format!("{:#}", anyhow::Error::from(error));
+                        eprintln!("warning: skipping {reason}");
+                        skipped.push((entry.path.clone(), reason));
                         decoded.push(None);
                     }
                 },

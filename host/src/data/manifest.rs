@@ -2,9 +2,9 @@
 //! split it is on. Written by the builders; read by `orbhash data show` and by the loader, which
 //! then takes the split and the band scaling from it instead of inventing its own.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use orbhash_cli::Table;
 use serde::{Deserialize, Serialize};
 
 use super::error::{DataError, Result};
@@ -183,17 +183,8 @@ impl Manifest {
 
     /// Class counts and split sizes as a table for people.
     pub fn summary(&self) -> String {
-        let mut s = String::new();
-        let width = self
-            .classes
-            .iter()
-            .map(|c| c.name.len())
-            .max()
-            .unwrap_or(5)
-            .max(5);
-        let _ = writeln!(
-            s,
-            "{}: {} patches of {}x{} px ({} m), {} classes, split {} (seed {}, blocks of {} px)",
+        let mut s = format!(
+            "{}: {} patches of {}x{} px ({} m), {} classes, split {} (seed {}, blocks of {} px)\n",
             self.name,
             self.patches.len(),
             self.patch.size,
@@ -204,34 +195,45 @@ impl Manifest {
             self.split.seed,
             self.split.block_size
         );
-        let _ = writeln!(
-            s,
-            "  {:<width$} {:>7} {:>9} {:>6}",
-            "class", "patches", "database", "query"
-        );
-        for c in &self.classes {
-            let _ = writeln!(
-                s,
-                "  {:<width$} {:>7} {:>9} {:>6}",
-                c.name, c.count, c.database, c.query
-            );
-        }
-        let _ = writeln!(
-            s,
-            "  {:<width$} {:>7} {:>9} {:>6}",
-            "total",
-            self.split.database + self.split.query,
-            self.split.database,
-            self.split.query
-        );
+        let counts = self
+            .classes
+            .iter()
+            .map(|c| (c.name.as_str(), c.database, c.query));
+        s.push_str(&class_count_table("patches", counts).to_string());
         if self.split.dropped_overlap > 0 {
-            let _ = writeln!(
-                s,
-                "  ({} database patches dropped for sharing pixels with a query patch)",
+            s.push_str(&format!(
+                "  ({} database patches dropped for sharing pixels with a query patch)\n",
                 self.split.dropped_overlap
-            );
+            ));
         }
-        let _ = write!(s, "  note: {}", self.note);
+        s.push_str(&format!("  note: {}", self.note));
         s
     }
+}
+
+/// Each class's database and query counts, and their totals: the table `orbhash data` prints for
+/// built and plain data sets alike. `unit` names what is counted ("patches", "images").
+pub fn class_count_table<'a>(
+    unit: &str,
+    counts: impl IntoIterator<Item = (&'a str, usize, usize)>,
+) -> Table {
+    let mut table = Table::new(["class", unit, "database", "query"]);
+    let (mut database_total, mut query_total) = (0, 0);
+    for (class, database, query) in counts {
+        database_total += database;
+        query_total += query;
+        table.row([
+            class.to_string(),
+            (database + query).to_string(),
+            database.to_string(),
+            query.to_string(),
+        ]);
+    }
+    table.row([
+        "total".to_string(),
+        (database_total + query_total).to_string(),
+        database_total.to_string(),
+        query_total.to_string(),
+    ]);
+    table
 }

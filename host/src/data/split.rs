@@ -1,6 +1,6 @@
 //! Database/query splits.
 //!
-//! - [`per_class_split`]: the paper's protocol (`../shared/docs/dhcnn.md`): within each class a
+//! - [`per_class_split`]: the paper's protocol (`FORMAT.md` beside this file): within each class a
 //!   seeded random share of the images become queries, the rest the database (= training set).
 //! - [`blocked_split`]: for patches cut from one scene. Neighbouring patches look alike (and with a
 //!   stride below the patch size they share pixels), so a random split would leak the queries into

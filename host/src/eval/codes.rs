@@ -1,11 +1,12 @@
 //! Sets of K-bit codes packed for fast Hamming ranking.
 //!
-//! Bit `i` of a code lives in word `i / 64` at position `i % 64`. Read as little-endian bytes that is
-//! exactly the wire layout of [`orbhash_wire::Code`] (bit `i` is `(bytes[i / 8] >> (i % 8)) & 1`),
-//! so a code that went up and down the link and the same code computed here compare equal bit for
-//! bit: converting is a byte copy, never a re-ordering.
+//! The words are orbhash-wire's word layout: bit `i` of a code is `(words[i / 64] >> (i % 64)) & 1`,
+//! which read as little-endian bytes is the wire layout of [`orbhash_wire::Code`] (bit `i` is
+//! `(bytes[i / 8] >> (i % 8)) & 1`). Packing and distances are orbhash-wire's own
+//! ([`pack_words`], [`hamming_words`]), so a code that went up and down the link and the same code
+//! computed here compare equal bit for bit.
 
-use orbhash_wire::Code;
+use orbhash_wire::{hamming_words, pack_words, words_for, Code};
 
 use super::EvalError;
 
@@ -25,9 +26,14 @@ impl CodeSet {
         if bits == 0 {
             return Err(EvalError::ZeroBits);
         }
+        let wire_bits = u16::try_from(bits).map_err(|_| EvalError::InvalidOption {
+            what: "code length",
+            value: bits.to_string(),
+            why: "longer than 65535 bits",
+        })?;
         Ok(Self {
             bits,
-            words_per_code: bits.div_ceil(64),
+            words_per_code: words_for(wire_bits),
             words: Vec::new(),
         })
     }
@@ -148,13 +154,11 @@ impl CodeSet {
             });
         }
         let start = self.words.len();
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.words.push(u64::from_le_bytes(word));
-        }
+        self.words.resize(start + self.words_per_code, 0);
+        let code = &mut self.words[start..];
+        pack_words(bytes, code);
         // Stray bits past K would silently add to every distance; clear them.
-        if let Some(last) = self.words.get_mut(start + self.words_per_code - 1) {
+        if let Some(last) = code.last_mut() {
             *last &= last_word_mask(self.bits);
         }
         Ok(())
@@ -256,23 +260,8 @@ impl CodeSet {
     /// Hamming distance from `query` (a row of another set with the same K) to every code here,
     /// written to `out[n]`. The lengths must match; callers in this module guarantee it.
     pub(crate) fn distances_into(&self, query: &[u64], out: &mut [u32]) {
-        match self.words_per_code {
-            // The common K ≤ 64 case as a tight loop the compiler vectorises.
-            1 => {
-                let q = query.first().copied().unwrap_or(0);
-                for (d, w) in out.iter_mut().zip(&self.words) {
-                    *d = (q ^ w).count_ones();
-                }
-            }
-            wpc => {
-                for (d, row) in out.iter_mut().zip(self.words.chunks_exact(wpc)) {
-                    *d = row
-                        .iter()
-                        .zip(query)
-                        .map(|(a, b)| (a ^ b).count_ones())
-                        .sum();
-                }
-            }
+        for (d, code) in out.iter_mut().zip(self.words.chunks_exact(self.words_per_code)) {
+            *d = hamming_words(code, query);
         }
     }
 

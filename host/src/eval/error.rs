@@ -1,5 +1,6 @@
 //! What can go wrong while evaluating: every variant names the input that is at fault, so a caller
-//! can report it without reading the code.
+//! can report it without reading the code. A variant with a source never repeats the source's text
+//! (the printer's `{:#}` appends it).
 
 use std::path::PathBuf;
 
@@ -47,7 +48,7 @@ pub enum EvalError {
     ClassCountMismatch { expected: usize, got: usize },
     #[error("code {index} is out of range for a set of {len} codes")]
     CodeIndex { index: usize, len: usize },
-    #[error("wire code: {0}")]
+    #[error("not a wire code")]
     Wire(#[from] orbhash_wire::code::CodeError),
     #[error("{what}: {value} is not allowed ({why})")]
     InvalidOption {
@@ -75,20 +76,20 @@ pub enum EvalError {
     BadFont { path: PathBuf, why: String },
     #[error("drawing {path}: {why}")]
     Plot { path: PathBuf, why: String },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}, line {line}: {source}")]
+    #[error("{path}, line {line}: not a metrics record")]
     MetricsLog {
         path: PathBuf,
         line: usize,
         #[source]
         source: serde_json::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: cannot write or read the report as JSON")]
     Json {
         path: PathBuf,
         #[source]

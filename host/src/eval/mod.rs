@@ -1,19 +1,25 @@
-//! Evaluation of hash codes and scene labels, in plain Rust (no libtorch), so the ground station
-//! and CI can use it: DHCNN's protocol from docs/dhcnn.md.
+//! Evaluation of hash codes and scene labels: DHCNN's protocol from docs/dhcnn.md, and the two
+//! verbs built on it, `orbhash eval` and `orbhash bench retrieval` ([`cli`]).
 //!
+//! The metrics are plain Rust on flat `f32` storage and `usize` labels, so they can be checked
+//! without a network:
 //! - [`codes`]: [`CodeSet`], packed K-bit codes in the wire bit order, and Hamming distances.
 //! - [`retrieval`]: mAP by Hamming ranking, P@k / R@k, precision/recall within a radius.
 //! - [`classification`]: OA, AA, Cohen's kappa, confusion matrix.
 //! - [`baselines`]: LSH and ITQ on backbone features.
-//! - [`report`], [`plot`], [`mod@bench`]: the JSON report, terminal and markdown tables, PNG plots.
+//! - [`report`], [`plot`]: the JSON report and its terminal table, PNG plots.
 //! - [`synthetic`]: seeded clusters for unit tests only, never reported as results.
 //!
-//! Training converts its tensors to these types (flat `f32` storage, `usize` labels) and calls
-//! [`evaluate`].
+//! Driving the network (libtorch):
+//! - [`checkpoint`]: hash a data set with a checkpoint, then [`evaluate`] it and write the report.
+//! - [`mod@bench`]: LSH, ITQ, DPSH, classification-only and DHCNN on one set of frozen backbone
+//!   features, and the comparison table.
 
 pub mod baselines;
 pub mod bench;
+pub mod checkpoint;
 pub mod classification;
+pub mod cli;
 pub mod codes;
 mod error;
 pub mod plot;

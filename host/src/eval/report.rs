@@ -1,8 +1,8 @@
 //! The evaluation report: what `orbhash eval` writes as JSON and prints as a table.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
+use orbhash_cli::{Align, Table};
 use serde::{Deserialize, Serialize};
 
 use super::classification::{classification_metrics, predictions, ClassificationMetrics};
@@ -190,65 +190,28 @@ impl EvalReport {
             rows.push(("Cohen's kappa".into(), format!("{:.4}", c.kappa)));
         }
 
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{} on {}: {} bits, {} database / {} queries, {} classes",
+        let mut metrics = Table::new(["metric", "value"]).align(&[Align::Left, Align::Left]);
+        for (metric, value) in rows {
+            metrics.row([metric, value]);
+        }
+        let mut out = format!(
+            "{} on {}: {} bits, {} database / {} queries, {} classes\n{metrics}",
             self.method, self.dataset, self.bits, self.database, self.queries, self.classes
         );
-        out.push_str(&aligned(&[("metric".into(), "value".into())], &rows));
         if let Some(c) = &self.classification {
             out.push_str("\nconfusion matrix (rows: true class, columns: predicted)\n");
-            out.push_str(&confusion_table(&c.confusion.counts));
+            out.push_str(&confusion_table(&c.confusion.counts).to_string());
         }
         out
     }
 }
 
-/// Two columns, the first padded to its widest cell, with a rule under the header.
-fn aligned(header: &[(String, String)], rows: &[(String, String)]) -> String {
-    let width = header
-        .iter()
-        .chain(rows)
-        .map(|(k, _)| k.chars().count())
-        .max()
-        .unwrap_or(0);
-    let mut out = String::new();
-    for (k, v) in header {
-        let _ = writeln!(out, "{k:<width$}  {v}");
-        let _ = writeln!(out, "{}", "-".repeat(width + 2 + v.chars().count().max(5)));
+/// Class indices down and across, counts in the cells, every column right-aligned.
+fn confusion_table(counts: &[Vec<u64>]) -> Table {
+    let header = std::iter::once(String::new()).chain((0..counts.len()).map(|c| c.to_string()));
+    let mut table = Table::new(header).align(&[Align::Right]);
+    for (truth, row) in counts.iter().enumerate() {
+        table.row(std::iter::once(truth.to_string()).chain(row.iter().map(u64::to_string)));
     }
-    for (k, v) in rows {
-        let _ = writeln!(out, "{k:<width$}  {v}");
-    }
-    out
-}
-
-fn confusion_table(counts: &[Vec<u64>]) -> String {
-    let width = counts
-        .iter()
-        .flatten()
-        .map(|c| c.to_string().len())
-        .chain([counts.len().to_string().len()])
-        .max()
-        .unwrap_or(1);
-    let label = counts.len().saturating_sub(1).to_string().len();
-    let mut out = format!("{:>label$} |", "");
-    for c in 0..counts.len() {
-        let _ = write!(out, " {c:>width$}");
-    }
-    out.push('\n');
-    let _ = writeln!(
-        out,
-        "{}",
-        "-".repeat(label + 2 + counts.len() * (width + 1))
-    );
-    for (t, row) in counts.iter().enumerate() {
-        let _ = write!(out, "{t:>label$} |");
-        for c in row {
-            let _ = write!(out, " {c:>width$}");
-        }
-        out.push('\n');
-    }
-    out
+    table
 }

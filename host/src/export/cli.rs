@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use orbhash_cli::Table;
 use orbhash_contract::card::Precision;
 
 use super::onnx::{KeepF32, WeightScaling};
@@ -13,8 +14,10 @@ Examples:
   orbhash export runs/dhcnn/checkpoint.safetensors --out models/s2-dhcnn64.onnx --verify
   orbhash export runs/dhcnn/checkpoint.safetensors --out models/s2-dhcnn64-int8.onnx --int8 --verify
 
-The file carries its model card (model id, K, classes, input definition, tile grid, training data
-and configuration) as ONNX metadata_props: `orbhash-edge inspect FILE` prints it.")]
+The file carries its model card as one JSON document in the ONNX metadata_props (key
+`orbhash.card`): model id, K, classes, input definition, band names, tile grid, training data,
+pretrained weights by SHA-256, training configuration, and for int8 how it was quantised.
+`orbhash-edge inspect FILE` prints it.")]
 pub struct ExportArgs {
     /// A checkpoint written by `orbhash train`.
     pub checkpoint: PathBuf,
@@ -53,6 +56,11 @@ pub struct ExportArgs {
     /// f32 network), which global pooling would pass on to the hash layer whole.
     #[arg(long = "no-bias-correction", action = clap::ArgAction::SetFalse)]
     pub bias_correction: bool,
+    /// The pretrained backbone weights the checkpoint was trained from, when they are not at the
+    /// path the checkpoint recorded (it was trained on another machine). The card records them
+    /// by SHA-256, never by path.
+    #[arg(long, value_name = "FILE")]
+    pub pretrained: Option<PathBuf>,
     /// Run the written file with tract on the data set and compare with the checkpoint in tch;
     /// fails unless the parity thresholds hold (see `orbhash export --help`).
     #[arg(long)]
@@ -75,6 +83,49 @@ fn parse_calibration(text: &str) -> Result<Calibration, String> {
     Ok(Calibration::Percentile(percent))
 }
 
+/// The verification as two tables: agreement with the checkpoint, then retrieval and
+/// classification of both.
+pub fn verify_tables(report: &verify::VerifyReport) -> String {
+    let percent = |fraction: f64| format!("{:.3} %", fraction * 100.0);
+    let mut agreement = Table::new([
+        "tiles",
+        "count",
+        "max |Δhash|",
+        "code bits agree",
+        "labels agree",
+    ]);
+    agreement.row([
+        "all".to_string(),
+        report.tiles.to_string(),
+        format!("{:.2e}", report.max_hash_error),
+        percent(report.bit_agreement),
+        percent(report.label_agreement),
+    ]);
+    // Only int8 is fitted to tiles (calibration, bias correction), all of them database tiles:
+    // the query tiles show how it does on tiles it never saw.
+    if report.precision == Precision::Int8.name() {
+        agreement.row([
+            "query (unseen)".to_string(),
+            String::new(),
+            String::new(),
+            percent(report.query_bit_agreement),
+            percent(report.query_label_agreement),
+        ]);
+    }
+    let mut quality = Table::new(["model", "mAP", "OA"]);
+    quality.row([
+        "checkpoint (tch)".to_string(),
+        format!("{:.4}", report.map_checkpoint),
+        format!("{:.4}", report.oa_checkpoint),
+    ]);
+    quality.row([
+        format!("exported {} (tract)", report.precision),
+        format!("{:.4}", report.map_model),
+        format!("{:.4}", report.oa_model),
+    ]);
+    format!("verify, tract against the checkpoint:\n{agreement}{quality}")
+}
+
 pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     let options = ExportOptions {
         checkpoint: args.checkpoint.clone(),
@@ -86,6 +137,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
         weights: args.weights,
         keep_f32: args.keep_f32.clone(),
         bias_correction: args.bias_correction,
+        pretrained: args.pretrained.clone(),
     };
     let (exported, model) = export(&options)?;
     let report = if args.verify {
@@ -109,29 +161,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
             exported.bytes as f64 / 1e6
         );
         if let Some(report) = &report {
-            // Only int8 is fitted to tiles (calibration, bias correction), all of them database
-            // tiles: the query tiles show how it does on tiles it never saw.
-            let unseen = if report.precision == Precision::Int8.name() {
-                format!(
-                    " (query tiles alone, unseen by calibration: {:.3} %, {:.2} %)",
-                    report.query_bit_agreement * 100.0,
-                    report.query_label_agreement * 100.0
-                )
-            } else {
-                String::new()
-            };
-            println!(
-                "verify on {} tiles: max |Δhash| {:.2e}, code bits agree {:.3} %, labels agree {:.2} %{unseen}, \
-                 mAP {:.4} (checkpoint {:.4}), OA {:.4} (checkpoint {:.4})",
-                report.tiles,
-                report.max_hash_error,
-                report.bit_agreement * 100.0,
-                report.label_agreement * 100.0,
-                report.map_model,
-                report.map_checkpoint,
-                report.oa_model,
-                report.oa_checkpoint
-            );
+            print!("{}", verify_tables(report));
         }
     }
     if let Some(report) = report.filter(|report| !report.passed()) {
@@ -142,4 +172,44 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verification_prints_through_the_one_table_printer() {
+        let report = verify::VerifyReport {
+            precision: "int8",
+            tiles: 202,
+            max_hash_error: 0.31,
+            bit_agreement: 0.9944,
+            bits_flipped_beyond_tolerance: 70,
+            label_agreement: 0.9901,
+            query_bit_agreement: 0.9887,
+            query_label_agreement: 42.0 / 43.0,
+            map_checkpoint: 0.5293,
+            map_model: 0.5274,
+            oa_checkpoint: 0.3953,
+            oa_model: 0.4186,
+            failures: Vec::new(),
+        };
+        let text = verify_tables(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with("  tiles"), "{text}");
+        assert!(
+            lines[2].starts_with("  all") && lines[2].ends_with("99.010 %"),
+            "{text}"
+        );
+        assert!(
+            lines[3].starts_with("  query (unseen)") && lines[3].ends_with("97.674 %"),
+            "{text}"
+        );
+        assert_eq!(lines[2].len(), lines[3].len(), "{text}");
+        assert!(
+            text.contains("exported int8 (tract)  0.5274  0.4186"),
+            "{text}"
+        );
+    }
 }

@@ -18,10 +18,14 @@ pub mod verify;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use orbhash_contract::card::{
+    self, CardFormat, ConvKind, ModelCard, Precision, Quantisation, TileSpec, Training,
+    TRAINING_PATH_KEYS,
+};
 use orbhash_infer::OnnxModel;
-use orbhash_contract::card::{ModelCard, Precision, TileSpec};
 use orbhash_wire::ModelId;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::data::folder::Dataset;
 use crate::data::{Manifest, SplitName};
@@ -56,6 +60,9 @@ pub struct ExportOptions {
     pub keep_f32: Vec<KeepF32>,
     /// Correct the int8 graph's biases for the mean shift quantisation leaves ([`bias`]).
     pub bias_correction: bool,
+    /// The pretrained weights file the checkpoint was trained from, for when it is not at the
+    /// path the checkpoint recorded (trained on another machine); `None`: that path.
+    pub pretrained: Option<PathBuf>,
 }
 
 /// What was written.
@@ -86,19 +93,23 @@ pub fn export(options: &ExportOptions) -> anyhow::Result<(Exported, ExportedMode
     let manifest = Manifest::read_optional(&data_dir)
         .with_context(|| format!("cannot read the manifest of {}", data_dir.display()))?;
 
+    let pretrained_sha256 = pretrained_sha256(
+        checkpoint.info.config.pretrained.as_deref(),
+        options.pretrained.as_deref(),
+    )?;
     let f32_graph = onnx::f32_graph(&network);
     let f32_card = card(
         &checkpoint,
         &network,
         manifest.as_ref(),
         &f32_graph,
-        Precision::F32,
+        pretrained_sha256,
     )?;
     let f32_bytes = onnx::model_bytes(f32_graph, f32_card.to_props());
 
     let (bytes, card) = if options.int8 {
         let mut config = checkpoint.info.config.clone();
-        config.data = data_dir;
+        config.data = data_dir.clone();
         let dataset = load_dataset(&config)?;
         let indices: Vec<usize> = dataset
             .indices(SplitName::Database)
@@ -113,13 +124,22 @@ pub fn export(options: &ExportOptions) -> anyhow::Result<(Exported, ExportedMode
             options.calibration,
         )?;
         let graph = int8_graph(&network, &ranges, options, &dataset, &indices)?;
-        let card = card(
-            &checkpoint,
-            &network,
-            manifest.as_ref(),
-            &graph,
-            Precision::Int8,
-        )?;
+        let calibration = card::Calibration {
+            method: match options.calibration {
+                Calibration::MinMax => card::CalibrationMethod::MinMax,
+                Calibration::Percentile(p) => card::CalibrationMethod::Percentile(p),
+            },
+            tiles: u32::try_from(indices.len()).context("calibration tile count")?,
+            dataset: dataset_name(manifest.as_ref(), &data_dir),
+            dataset_manifest_sha256: manifest_sha256(&data_dir),
+            split: SplitName::Database.to_string(),
+        };
+        let card = ModelCard {
+            model_id: ModelId::of_model(&onnx::graph_bytes(&graph)),
+            precision: Precision::Int8,
+            quantisation: Some(quantisation(options, calibration)),
+            ..f32_card
+        };
         (onnx::model_bytes(graph, card.to_props()), card)
     } else {
         (f32_bytes.clone(), f32_card)
@@ -144,15 +164,16 @@ pub fn export(options: &ExportOptions) -> anyhow::Result<(Exported, ExportedMode
     ))
 }
 
+/// The f32 model's card; an int8 card differs in its model id, precision and quantisation.
 fn card(
     checkpoint: &Checkpoint,
     network: &Network,
     manifest: Option<&Manifest>,
     graph: &tract_onnx::pb::GraphProto,
-    precision: Precision,
+    pretrained_sha256: Option<String>,
 ) -> anyhow::Result<ModelCard> {
     let info = &checkpoint.info;
-    let (band_names, tile, dataset) = match manifest {
+    let (band_names, tile) = match manifest {
         Some(manifest) => (
             manifest
                 .bands
@@ -163,7 +184,6 @@ fn card(
                 size: manifest.patch.size as u32,
                 stride: manifest.patch.stride as u32,
             },
-            manifest.name.clone(),
         ),
         // A photo set without a manifest: RGB images, each one a tile.
         None => (
@@ -172,26 +192,120 @@ fn card(
                 size: info.input.size,
                 stride: info.input.size,
             },
-            info.config
-                .data
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or_default(),
         ),
     };
+    // The training set, which `--calibrate` does not change: by its manifest's name where this
+    // machine has it, else by its folder's.
+    let training_data = &info.config.data;
+    let training_manifest = Manifest::read_optional(training_data).ok().flatten();
     Ok(ModelCard {
+        format: CardFormat,
         model_id: ModelId::of_model(&onnx::graph_bytes(graph)),
         bits: u16::try_from(network.hash.outputs).context("code length")?,
         classes: info.classes.clone(),
         input: info.input.clone(),
         band_names,
         tile,
-        precision,
-        dataset,
-        dataset_manifest_sha256: info.manifest_sha256.clone().unwrap_or_default(),
-        training: serde_json::to_string(&info.config)?,
+        precision: Precision::F32,
+        dataset: dataset_name(training_manifest.as_ref(), training_data),
+        dataset_manifest_sha256: info.manifest_sha256.clone(),
+        training: Training {
+            pretrained_sha256,
+            config: training_config(&info.config)?,
+        },
+        quantisation: None,
         exporter: format!("orbhash {}", env!("CARGO_PKG_VERSION")),
     })
+}
+
+/// A data set's name: its manifest's, else its folder's.
+fn dataset_name(manifest: Option<&Manifest>, root: &Path) -> String {
+    match manifest {
+        Some(manifest) => manifest.name.clone(),
+        None => root
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    orbhash_wire::hex::encode(&Sha256::digest(bytes))
+}
+
+/// SHA-256 of a data set's manifest.json, as the trainer records it for the training set.
+fn manifest_sha256(root: &Path) -> Option<String> {
+    std::fs::read(Manifest::path(root))
+        .ok()
+        .map(|bytes| sha256_hex(&bytes))
+}
+
+/// The training configuration as the card carries it: without the paths of the training
+/// machine (the data set and the pretrained weights, which the card names otherwise).
+fn training_config(
+    config: &crate::train::TrainConfig,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let serde_json::Value::Object(mut fields) = serde_json::to_value(config)? else {
+        anyhow::bail!("the training configuration is not a JSON object");
+    };
+    for key in TRAINING_PATH_KEYS {
+        fields.remove(key);
+    }
+    Ok(fields)
+}
+
+/// SHA-256 of the pretrained weights the checkpoint was trained from: the file at `recorded`
+/// (the checkpoint's path), or `given` when the weights are elsewhere on this machine.
+fn pretrained_sha256(
+    recorded: Option<&Path>,
+    given: Option<&Path>,
+) -> anyhow::Result<Option<String>> {
+    let Some(recorded) = recorded else {
+        anyhow::ensure!(
+            given.is_none(),
+            "--pretrained: the checkpoint's backbone was trained from scratch, from no weights"
+        );
+        return Ok(None);
+    };
+    let path = given.unwrap_or(recorded);
+    let bytes = std::fs::read(path).with_context(|| {
+        if given.is_some() {
+            format!("cannot read the pretrained weights {}", path.display())
+        } else {
+            format!(
+                "the checkpoint was trained from the pretrained weights {}, which cannot be \
+                 read here; the card records them by SHA-256: give the same file with \
+                 --pretrained FILE",
+                path.display()
+            )
+        }
+    })?;
+    Ok(Some(sha256_hex(&bytes)))
+}
+
+/// How an int8 export was made, as its card records it.
+fn quantisation(options: &ExportOptions, calibration: card::Calibration) -> Quantisation {
+    let mut keep_f32: Vec<ConvKind> = options
+        .keep_f32
+        .iter()
+        .filter_map(|keep| match keep {
+            KeepF32::Stem => Some(ConvKind::Stem),
+            KeepF32::Depthwise => Some(ConvKind::Depthwise),
+            KeepF32::Project => Some(ConvKind::Project),
+            KeepF32::None => None,
+        })
+        .collect();
+    keep_f32.sort();
+    keep_f32.dedup();
+    Quantisation {
+        weights: match options.weights {
+            WeightScaling::PerChannel => card::WeightScaling::PerChannel,
+            WeightScaling::PerTensor => card::WeightScaling::PerTensor,
+        },
+        keep_f32,
+        calibration,
+        bias_correction: options.bias_correction,
+    }
 }
 
 const CALIBRATION_BATCH: usize = 16;
@@ -317,4 +431,86 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .and_then(|()| std::fs::File::open(&partial)?.sync_all())
         .and_then(|()| std::fs::rename(&partial, path))
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::TrainConfig;
+
+    #[test]
+    fn the_card_records_training_without_paths_and_the_weights_by_hash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let weights = dir.path().join("effnet-lite0.safetensors");
+        std::fs::write(&weights, b"weights").expect("writes");
+        let config = TrainConfig {
+            pretrained: Some(weights.clone()),
+            data: dir.path().join("s2-brandenburg"),
+            ..TrainConfig::default()
+        };
+        let fields = training_config(&config).expect("serialises");
+        let text = serde_json::Value::Object(fields.clone()).to_string();
+        assert!(!text.contains(&*dir.path().to_string_lossy()), "{text}");
+        assert!(!fields.contains_key("data") && !fields.contains_key("pretrained"));
+        assert_eq!(fields["bits"], 64);
+
+        let sha = pretrained_sha256(config.pretrained.as_deref(), None).expect("hashes");
+        assert_eq!(sha.as_deref(), Some(sha256_hex(b"weights").as_str()));
+        assert_eq!(sha.as_ref().map(String::len), Some(64));
+        assert_eq!(pretrained_sha256(None, None).expect("scratch"), None);
+    }
+
+    #[test]
+    fn missing_pretrained_weights_are_named_and_can_be_given() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let elsewhere = dir.path().join("copy.safetensors");
+        std::fs::write(&elsewhere, b"weights").expect("writes");
+        let recorded = Path::new("/home/trainer/.cache/weights/effnet-lite0.safetensors");
+        let error = pretrained_sha256(Some(recorded), None).expect_err("not on this machine");
+        let text = format!("{error:#}");
+        assert!(
+            text.contains("--pretrained FILE") && text.contains(&*recorded.to_string_lossy()),
+            "{text}"
+        );
+        assert_eq!(
+            pretrained_sha256(Some(recorded), Some(&elsewhere)).expect("given"),
+            Some(sha256_hex(b"weights"))
+        );
+        assert!(pretrained_sha256(None, Some(&elsewhere)).is_err());
+    }
+
+    #[test]
+    fn the_quantisation_lists_each_kept_convolution_once() {
+        let options = ExportOptions {
+            checkpoint: PathBuf::new(),
+            out: PathBuf::new(),
+            int8: true,
+            data: None,
+            calibration: Calibration::Percentile(99.99),
+            calibration_tiles: 256,
+            weights: WeightScaling::PerTensor,
+            keep_f32: vec![
+                KeepF32::Depthwise,
+                KeepF32::None,
+                KeepF32::Stem,
+                KeepF32::Depthwise,
+            ],
+            bias_correction: false,
+            pretrained: None,
+        };
+        let calibration = card::Calibration {
+            method: card::CalibrationMethod::Percentile(99.99),
+            tiles: 159,
+            dataset: "s2-brandenburg".into(),
+            dataset_manifest_sha256: None,
+            split: "database".into(),
+        };
+        let quantisation = quantisation(&options, calibration);
+        assert_eq!(
+            quantisation.keep_f32,
+            vec![ConvKind::Stem, ConvKind::Depthwise]
+        );
+        assert_eq!(quantisation.weights, card::WeightScaling::PerTensor);
+        assert!(!quantisation.bias_correction);
+    }
 }

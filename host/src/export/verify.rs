@@ -7,8 +7,8 @@
 
 use std::path::Path;
 
-use orbhash_infer::Hasher;
 use orbhash_contract::card::Precision;
+use orbhash_infer::Hasher;
 use serde::Serialize;
 use tch::{Device, Tensor};
 

@@ -390,10 +390,10 @@ mod tests {
     #[test]
     fn imported_weights_reproduce_the_reference_implementation() {
         crate::torch::init_for_tests();
-        let Some(checkpoint) = crate::assets::efficientnet_lite0_checkpoint() else {
-            println!(
-                "skipping: the EfficientNet-Lite0 checkpoint is not fetched (run scripts/setup.sh)"
-            );
+        let Some([checkpoint]) = crate::assets::require_or_skip(
+            [crate::assets::efficientnet_lite0_checkpoint_path()],
+            "run scripts/setup.sh",
+        ) else {
             return;
         };
         let tensors = crate::model::pth::read_file(&checkpoint).expect("checkpoint reads");

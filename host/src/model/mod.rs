@@ -1,7 +1,8 @@
 //! Networks and their weights: the pretrained backbone, the legacy PyTorch checkpoint reader that
-//! imports its weights, and (with libtorch) the networks themselves.
+//! imports its weights, the networks themselves, and `orbhash weights` ([`cli`]).
 
 pub mod backbone;
+pub mod cli;
 pub mod effnet;
 pub mod imagenet;
 pub mod pickle;

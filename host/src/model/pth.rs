@@ -12,7 +12,7 @@
 //! 6. for each storage: its element count as a little-endian u64, then its raw bytes.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::pickle::{self, PickleError, Value};
 
@@ -22,19 +22,39 @@ const PROTOCOL_VERSION: i64 = 1001;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PthError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
-        path: String,
+        path: PathBuf,
         source: std::io::Error,
+    },
+    /// What is wrong inside a checkpoint file, under the file's name.
+    #[error("{path}")]
+    InFile {
+        path: PathBuf,
+        source: Box<PthError>,
     },
     #[error("not a legacy PyTorch checkpoint: {0}")]
     NotLegacyFormat(&'static str),
-    #[error("corrupt checkpoint: {0}")]
+    #[error("corrupt checkpoint")]
     Pickle(#[from] PickleError),
     #[error("corrupt checkpoint: {0}")]
     Layout(String),
-    #[error("cannot write {path}: {detail}")]
-    Write { path: String, detail: String },
+    #[error("cannot create {path}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: tensor {tensor} does not match its shape and type")]
+    TensorView {
+        path: PathBuf,
+        tensor: String,
+        source: safetensors::SafeTensorError,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        source: safetensors::SafeTensorError,
+    },
 }
 
 /// Element types found in checkpoints. Byte order is little-endian throughout.
@@ -138,10 +158,13 @@ struct TensorRef {
 /// Reads every tensor of a legacy checkpoint file, in file order.
 pub fn read_file(path: &Path) -> Result<Vec<NamedTensor>, PthError> {
     let bytes = std::fs::read(path).map_err(|source| PthError::Read {
-        path: path.display().to_string(),
+        path: path.to_path_buf(),
         source,
     })?;
-    read(&bytes)
+    read(&bytes).map_err(|source| PthError::InFile {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })
 }
 
 /// Reads every tensor of a legacy checkpoint, in the order the state dict lists them.
@@ -358,9 +381,9 @@ pub struct ImportSummary {
 pub fn import(checkpoint: &Path, out: &Path) -> Result<ImportSummary, PthError> {
     let tensors = read_file(checkpoint)?;
     if let Some(parent) = out.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|error| PthError::Write {
-            path: parent.display().to_string(),
-            detail: error.to_string(),
+        std::fs::create_dir_all(parent).map_err(|source| PthError::CreateDir {
+            path: parent.to_path_buf(),
+            source,
         })?;
     }
     let metadata = HashMap::from([("source".to_string(), checkpoint.display().to_string())]);
@@ -377,10 +400,6 @@ pub fn write_safetensors(
     metadata: HashMap<String, String>,
     path: &Path,
 ) -> Result<(), PthError> {
-    let write_error = |detail: String| PthError::Write {
-        path: path.display().to_string(),
-        detail,
-    };
     let views = tensors
         .iter()
         .map(|tensor| {
@@ -390,11 +409,18 @@ pub fn write_safetensors(
                 &tensor.data,
             )
             .map(|view| (tensor.name.as_str(), view))
-            .map_err(|error| write_error(format!("{}: {error:?}", tensor.name)))
+            .map_err(|source| PthError::TensorView {
+                path: path.to_path_buf(),
+                tensor: tensor.name.clone(),
+                source,
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     safetensors::tensor::serialize_to_file(views, &Some(metadata), path)
-        .map_err(|error| write_error(format!("{error:?}")))
+        .map_err(|source| PthError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 #[cfg(test)]

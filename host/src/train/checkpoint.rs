@@ -13,6 +13,7 @@ use tch::{nn, Kind, Tensor};
 use crate::data::InputSpec;
 use crate::model::pth::{write_safetensors, ElementType, NamedTensor};
 
+use super::network::Dhcnn;
 use super::TrainConfig;
 
 const FORMAT: &str = "orbhash-dhcnn-checkpoint-1";
@@ -101,9 +102,8 @@ impl Checkpoint {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let bytes = std::fs::read(path)
             .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-        let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|error| {
-            anyhow::anyhow!("{} is not a safetensors file: {error:?}", path.display())
-        })?;
+        let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
+            .with_context(|| format!("{} is not a safetensors file", path.display()))?;
         let fields = metadata.metadata().clone().unwrap_or_default();
         if fields.get("format").map(String::as_str) != Some(FORMAT) {
             bail!(
@@ -121,8 +121,7 @@ impl Checkpoint {
     }
 
     fn tensors(&self) -> anyhow::Result<safetensors::SafeTensors<'_>> {
-        safetensors::SafeTensors::deserialize(&self.bytes)
-            .map_err(|error| anyhow::anyhow!("corrupt checkpoint: {error:?}"))
+        safetensors::SafeTensors::deserialize(&self.bytes).context("corrupt checkpoint")
     }
 
     /// A tensor's shape and values, for code that reads weights without libtorch (the exporter).
@@ -172,4 +171,14 @@ impl Checkpoint {
     pub fn memory_bank(&self) -> anyhow::Result<Tensor> {
         self.load_tensor(BANK)
     }
+}
+
+/// The network a checkpoint was trained as, on `device`, with its trained weights.
+pub fn restore_network(checkpoint: &Checkpoint, device: tch::Device) -> anyhow::Result<Dhcnn> {
+    let config = &checkpoint.info.config;
+    let classes = checkpoint.info.classes.len() as i64;
+    let mut model = Dhcnn::new(config.backbone, config.bits, classes, device);
+    checkpoint.restore("backbone", &mut model.backbone_store)?;
+    checkpoint.restore("head", &mut model.head_store)?;
+    Ok(model)
 }

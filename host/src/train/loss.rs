@@ -1,5 +1,5 @@
-//! The DHCNN loss (Song, Li & Benediktsson 2021) as the authors' code computes it; see
-//! `../shared/docs/dhcnn.md`.
+//! The DHCNN loss (Song, Li & Benediktsson 2021) as the authors' code computes it; the method and
+//! its two published variants are described in `docs/dhcnn.md`.
 //!
 //! For a minibatch of hash-layer outputs `u` (B×K) and a memory bank `U` (N×K) holding the latest
 //! output of every training image:

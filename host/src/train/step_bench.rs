@@ -4,10 +4,10 @@
 //! `scripts/bench/train_step_torch.py`, the same network and step in PyTorch eager; the step is
 //! [`Stepper::step`], the one `orbhash train` takes, so the figure is the product's.
 
-use std::fmt::Write as _;
 use std::time::Instant;
 
 use anyhow::bail;
+use orbhash_cli::{Align, Table};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
@@ -114,11 +114,22 @@ pub fn train_step_bench(options: &TrainStepOptions) -> anyhow::Result<Vec<TrainS
     Ok(timings)
 }
 
-/// A plain-text table of the timings.
+/// The timings for people: what was timed, then one row per thread count.
 pub fn timings_table(options: &TrainStepOptions, timings: &[TrainStepTiming]) -> String {
     let config = &options.config;
-    let mut out = format!(
-        "tch training step: {} + {}-bit DHCNN head, batch {}, {}x{} input, bank {}, {} timed steps\n",
+    let mut table = Table::new(["threads", "median ms", "min ms", "mean ms", "images/s"])
+        .align(&[Align::Right]);
+    for t in timings {
+        table.row([
+            t.threads.to_string(),
+            format!("{:.1}", t.median_ms),
+            format!("{:.1}", t.min_ms),
+            format!("{:.1}", t.mean_ms),
+            format!("{:.1}", t.images_per_second),
+        ]);
+    }
+    format!(
+        "tch training step: {} + {}-bit DHCNN head, batch {}, {}x{} input, bank {}, {} timed steps\n{table}",
         config.backbone,
         config.bits,
         config.batch_size,
@@ -126,18 +137,5 @@ pub fn timings_table(options: &TrainStepOptions, timings: &[TrainStepTiming]) ->
         config.input_size,
         options.bank_size,
         options.steps
-    );
-    let _ = writeln!(
-        out,
-        "{:>7}  {:>10}  {:>10}  {:>10}  {:>9}",
-        "threads", "median ms", "min ms", "mean ms", "images/s"
-    );
-    for t in timings {
-        let _ = writeln!(
-            out,
-            "{:>7}  {:>10.1}  {:>10.1}  {:>10.1}  {:>9.1}",
-            t.threads, t.median_ms, t.min_ms, t.mean_ms, t.images_per_second
-        );
-    }
-    out
+    )
 }

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 use crate::data::folder::Dataset;
-use crate::data::{Augment, ImageFolder, InputSpec, LoaderOptions, SplitName};
+use crate::data::{Augment, ImageFolder, InputSpec, LoaderOptions, Manifest, SplitName};
 use crate::model::backbone::{load_pretrained, BackboneKind};
 use crate::torch::{select_device, DeviceChoice};
 
@@ -153,9 +153,8 @@ fn input_spec(folder: &ImageFolder, config: &TrainConfig) -> InputSpec {
 }
 
 fn manifest_sha256(root: &Path) -> Option<String> {
-    let bytes = std::fs::read(root.join("manifest.json")).ok()?;
-    let digest = Sha256::digest(&bytes);
-    Some(digest.iter().map(|byte| format!("{byte:02x}")).collect())
+    let bytes = std::fs::read(Manifest::path(root)).ok()?;
+    Some(orbhash_wire::hex::encode(&Sha256::digest(&bytes)))
 }
 
 /// Loads the data set as training will see it.

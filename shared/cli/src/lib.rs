@@ -1,11 +1,27 @@
 //! What `orbhash`, `orbhash-edge` and `orbhash-ground` share on the terminal: [`Table`], the one
-//! way their tables are laid out. Machine-readable output is each command's `--json`, never a
-//! table.
+//! way their tables are laid out, and [`error_chain`], the one way an error is written on a line.
+//! Machine-readable output is each command's `--json`, never a table.
 //!
 //! A few dozen lines, so no table crate: the board binary has a size budget, and a table crate
 //! brings terminal detection and Unicode width tables with it.
 
+use std::error::Error;
 use std::fmt;
+
+/// An error and every source under it on one line, `a: b: c`, exactly as anyhow's `{:#}` prints
+/// what the binaries return: for what is logged rather than returned (per-tile reports, a
+/// listener's per-connection errors). Every orbhash error names only its own cause, so nothing
+/// repeats.
+pub fn error_chain(error: &dyn Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
 
 /// How a column's cells line up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +120,14 @@ impl fmt::Display for Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_chain_names_every_cause_in_order() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let error = anyhow::Error::new(io).context("pass.bin").context("cannot ingest");
+        assert_eq!(error_chain(error.as_ref()), "cannot ingest: pass.bin: no such file");
+        assert_eq!(error_chain(error.as_ref()), format!("{error:#}"));
+    }
 
     #[test]
     fn columns_line_up_by_their_widest_cell() {

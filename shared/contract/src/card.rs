@@ -1,39 +1,78 @@
 //! The model card: everything the board and the ground need to use an exported model, carried
-//! inside the ONNX file as `metadata_props` (one key per field, prefixed `orbhash.`), so a model
-//! file is self-describing and nothing else has to be uplinked with it.
+//! inside the ONNX file, so a model file is self-describing and nothing else has to be uplinked
+//! with it.
 //!
-//! | key | value |
-//! |---|---|
-//! | `orbhash.card` | format version, [`CARD_FORMAT`] |
-//! | `orbhash.model_id` | 16 hex digits: [`ModelId::of_model`] of the ONNX `GraphProto` bytes (graph and weights, without the card) |
-//! | `orbhash.bits` | K, the code length |
-//! | `orbhash.classes` | JSON array of class names, in the order of the `probs` output |
-//! | `orbhash.input` | JSON [`InputSpec`]: input size, band order, scaling, normalisation |
-//! | `orbhash.band_names` | JSON array: the name of each stored band the input indexes |
-//! | `orbhash.tile` | JSON [`TileSpec`]: tile edge and stride in source pixels, for cutting scenes |
-//! | `orbhash.precision` | `f32` or `int8` |
-//! | `orbhash.dataset` | training data set name |
-//! | `orbhash.dataset_manifest_sha256` | SHA-256 of its manifest (empty when it had none) |
-//! | `orbhash.training` | JSON training configuration, as the checkpoint recorded it |
-//! | `orbhash.exporter` | tool and version that wrote the file |
+//! The card is one JSON document, [`ModelCard::to_json`], stored under the one `metadata_props`
+//! key [`CARD_KEY`]; everyone reads it back through the same serde type ([`ModelCard::from_json`]),
+//! which refuses unknown fields, so a writer and a reader cannot drift apart field by field.
+//!
+//! ```json
+//! {
+//!   "format": "orbhash-model-card-2",
+//!   "model_id": "206f1d4fd37eba06",
+//!   "bits": 64,
+//!   "classes": ["farm", "forest", "grass", "meadow", "residential", "scrub", "water"],
+//!   "input": {"size": 128, "bands": [0, 1, 2], "scale": [{"low": 624.0, "high": 1936.0}, ...],
+//!             "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+//!   "band_names": ["B04", "B03", "B02", "B08"],
+//!   "tile": {"size": 32, "stride": 32},
+//!   "precision": "int8",
+//!   "dataset": "s2-brandenburg",
+//!   "dataset_manifest_sha256": "88ef…0995",
+//!   "training": {"pretrained_sha256": "…", "config": {"backbone": "effnet-lite0", "bits": 64, ...}},
+//!   "quantisation": {"weights": "per-channel", "keep_f32": ["stem", "depthwise"],
+//!                    "calibration": {"method": "min-max", "tiles": 159, "dataset": "s2-brandenburg",
+//!                                    "dataset_manifest_sha256": "88ef…0995", "split": "database"},
+//!                    "bias_correction": true},
+//!   "exporter": "orbhash 0.1.0"
+//! }
+//! ```
+//!
+//! - `model_id`: [`ModelId::of_model`] of the ONNX `GraphProto` bytes (graph and weights, not the
+//!   metadata), so rewriting the card never changes a model id;
+//! - `band_names`: the name of each stored band the input indexes, in storage order: a scene is
+//!   checked against them ([`ModelCard::check_bands`]);
+//! - `training`: the pretrained backbone weights by SHA-256 (`null`: trained from scratch) and the
+//!   training configuration without paths of the machine that trained it (the data set is
+//!   `dataset` and `dataset_manifest_sha256`);
+//! - `quantisation`: how an int8 file was made (`null` for f32): weight scaling, the convolutions
+//!   kept in f32 (`--keep-f32`), the calibration method and tiles, and whether biases were
+//!   corrected on those tiles.
 //!
 //! The graph's two outputs are `hash` (K pre-sign activations: the code is `hash > 0`) and `probs`
 //! (softmax over the classes).
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 use std::collections::BTreeMap;
 use std::string::{String, ToString};
 use std::vec::Vec;
 use std::{format, vec};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::input::InputSpec;
 use orbhash_wire::ModelId;
 
-/// Version of the card layout above.
-pub const CARD_FORMAT: &str = "orbhash-model-card-1";
-/// Prefix of every card key.
-pub const KEY_PREFIX: &str = "orbhash.";
+/// Version of the card layout above. Version 1 was one `metadata_props` key per field.
+pub const CARD_FORMAT: &str = "orbhash-model-card-2";
+/// The `metadata_props` key holding the card. Version 1 kept its format name there, so an old
+/// file is recognised (and refused by name) from the same key.
+pub const CARD_KEY: &str = "orbhash.card";
 /// Name of the graph output holding the K pre-sign hash activations.
 pub const HASH_OUTPUT: &str = "hash";
 /// Name of the graph output holding the class probabilities.
@@ -43,6 +82,7 @@ pub const IMAGE_INPUT: &str = "image";
 
 /// How a whole scene is cut into tiles for this model, in source pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TileSpec {
     /// Edge of a square tile as cut from the scene (before resizing to the input size).
     pub size: u32,
@@ -67,9 +107,125 @@ impl Precision {
     }
 }
 
-/// An exported model's card.
-#[derive(Clone, Debug, PartialEq)]
+/// The card's format field: serialises as [`CARD_FORMAT`] and reads nothing else.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CardFormat;
+
+impl Serialize for CardFormat {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(CARD_FORMAT)
+    }
+}
+
+impl<'de> Deserialize<'de> for CardFormat {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text == CARD_FORMAT {
+            Ok(Self)
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "{text:?}; this build reads {CARD_FORMAT:?}"
+            )))
+        }
+    }
+}
+
+/// The model id as its 16 hex digits.
+mod model_id_hex {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(id: &ModelId, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(id)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ModelId, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        ModelId::from_hex(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not 16 hex digits")))
+    }
+}
+
+/// How the model was trained, without paths of the machine that trained it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Training {
+    /// SHA-256 (64 hex digits) of the pretrained backbone weights file the training started
+    /// from; `None` when the backbone was trained from scratch.
+    pub pretrained_sha256: Option<String>,
+    /// The training configuration (backbone, code length, loss, schedule, epochs, seed …) as the
+    /// trainer records it, less its `data` and `pretrained` paths: the card says those as
+    /// `dataset`/`dataset_manifest_sha256` and [`Self::pretrained_sha256`].
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Keys of the trainer's configuration that are paths on the training machine.
+pub const TRAINING_PATH_KEYS: [&str; 2] = ["data", "pretrained"];
+
+/// How int8 weights are scaled (`orbhash export --weights`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WeightScaling {
+    PerChannel,
+    PerTensor,
+}
+
+/// A kind of convolution an int8 export can keep in f32 (`orbhash export --keep-f32`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConvKind {
+    /// The first convolution, which sees the normalised image.
+    Stem,
+    /// Depthwise convolutions.
+    Depthwise,
+    /// 1×1 projections without activation.
+    Project,
+}
+
+/// How activation ranges were read off the calibration tiles (`orbhash export --calibration`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CalibrationMethod {
+    /// The smallest and largest value seen.
+    MinMax,
+    /// This lower and upper percentile of each batch, averaged over the batches.
+    Percentile(f64),
+}
+
+/// The tiles an int8 export was calibrated (and bias-corrected) on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    pub method: CalibrationMethod,
+    /// How many tiles.
+    pub tiles: u32,
+    /// The data set they came from (by name and manifest, as `dataset`): `--calibrate` may name
+    /// another one than the training set.
+    pub dataset: String,
+    pub dataset_manifest_sha256: Option<String>,
+    /// Its split they were taken from, first tiles first (`database`).
+    pub split: String,
+}
+
+/// How an int8 file was quantised.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quantisation {
+    pub weights: WeightScaling,
+    /// Convolutions computed in f32 between DequantizeLinear and QuantizeLinear; empty: every
+    /// convolution in int8.
+    pub keep_f32: Vec<ConvKind>,
+    pub calibration: Calibration,
+    /// Whether each layer's bias absorbed the mean shift int8 leaves, measured on the calibration
+    /// tiles.
+    pub bias_correction: bool,
+}
+
+/// An exported model's card (see the module docs for its JSON form).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelCard {
+    pub format: CardFormat,
+    #[serde(with = "model_id_hex")]
     pub model_id: ModelId,
     pub bits: u16,
     pub classes: Vec<String>,
@@ -78,219 +234,485 @@ pub struct ModelCard {
     pub tile: TileSpec,
     pub precision: Precision,
     pub dataset: String,
-    pub dataset_manifest_sha256: String,
-    /// The training configuration as JSON text.
-    pub training: String,
+    /// SHA-256 of the data set's manifest; `None` when it had none (a plain photo folder).
+    pub dataset_manifest_sha256: Option<String>,
+    pub training: Training,
+    /// Present exactly when `precision` is int8.
+    pub quantisation: Option<Quantisation>,
     pub exporter: String,
 }
 
-/// A card that is missing, incomplete or contradicts itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A card that is missing, of another format, or unreadable; every variant names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CardError {
-    /// The file has no orbhash card at all.
+    #[error("no orbhash model card in the file's metadata (was it written by `orbhash export`?)")]
     NoCard,
-    /// A card of a layout this build does not read.
+    /// A card of a layout this build does not read, e.g. version 1's key-per-field form.
+    #[error(
+        "model card format {0:?}; this build reads {CARD_FORMAT:?} (re-export the model with \
+         this orbhash)"
+    )]
     Format(String),
-    Missing(&'static str),
-    Invalid {
-        key: &'static str,
-        reason: String,
-    },
+    #[error("the model card is not a JSON object: {0}")]
+    NotJson(String),
+    #[error("the model card lacks field `{0}`")]
+    Missing(String),
+    #[error("the model card has unknown field `{0}`")]
+    Unknown(String),
+    #[error("model card field `{field}` is invalid: {reason}")]
+    Invalid { field: String, reason: String },
 }
 
-impl core::fmt::Display for CardError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Self::NoCard => write!(
-                f,
-                "no orbhash model card in the file's metadata (was it written by `orbhash export`?)"
-            ),
-            Self::Format(found) => write!(
-                f,
-                "model card format {found:?}; this build reads {CARD_FORMAT:?}"
-            ),
-            Self::Missing(key) => write!(f, "model card lacks {KEY_PREFIX}{key}"),
-            Self::Invalid { key, reason } => {
-                write!(f, "model card field {KEY_PREFIX}{key} is invalid: {reason}")
-            }
-        }
+fn invalid(field: &str, reason: impl Into<String>) -> CardError {
+    CardError::Invalid {
+        field: field.to_string(),
+        reason: reason.into(),
     }
 }
 
-impl std::error::Error for CardError {}
+/// `prefix.name`, or `name` at the top (serde_path_to_error writes the top as `.`).
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() || prefix == "." {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
 
-fn json<T: Serialize>(value: &T) -> String {
-    // Serialising plain data (strings, numbers, vectors) into a String cannot fail.
-    serde_json::to_string(value).unwrap_or_default()
+/// The name between the first pair of backticks of serde's message (`missing field `bits``).
+fn backticked(message: &str) -> Option<&str> {
+    let start = message.find('`')? + 1;
+    let rest = message.get(start..)?;
+    let end = rest.find('`')?;
+    rest.get(..end)
+}
+
+fn is_sha256(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// How an image's bands compare with a card's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BandMatch {
+    /// The image names its bands and they are the card's.
+    Named,
+    /// The image does not name its bands; it has as many as the card, whose names are assumed.
+    Assumed(Vec<String>),
+}
+
+/// An image (scene or tile) whose bands are not the ones the model was trained on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BandMismatch {
+    #[error(
+        "the image names its bands {found:?}; the model's card wants {wanted:?}, in this order"
+    )]
+    Names {
+        found: Vec<String>,
+        wanted: Vec<String>,
+    },
+    #[error(
+        "the image has {found} band(s) and does not name them; the model's card wants {} \
+         ({wanted:?})",
+        wanted.len()
+    )]
+    Count { found: usize, wanted: Vec<String> },
 }
 
 impl ModelCard {
-    /// The card as `metadata_props` entries, keys prefixed.
-    pub fn to_props(&self) -> Vec<(String, String)> {
-        let fields = vec![
-            ("card", CARD_FORMAT.to_string()),
-            ("model_id", self.model_id.to_string()),
-            ("bits", self.bits.to_string()),
-            ("classes", json(&self.classes)),
-            ("input", json(&self.input)),
-            ("band_names", json(&self.band_names)),
-            ("tile", json(&self.tile)),
-            ("precision", self.precision.name().to_string()),
-            ("dataset", self.dataset.clone()),
-            (
-                "dataset_manifest_sha256",
-                self.dataset_manifest_sha256.clone(),
-            ),
-            ("training", self.training.clone()),
-            ("exporter", self.exporter.clone()),
-        ];
-        fields
-            .into_iter()
-            .map(|(key, value)| (format!("{KEY_PREFIX}{key}"), value))
-            .collect()
+    /// The card as one JSON document.
+    pub fn to_json(&self) -> String {
+        // Plain data (strings, numbers, vectors, maps with string keys) always serialises; the
+        // fallback keeps this signature infallible without a panic.
+        serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// Reads a card from `metadata_props` (keys with their prefix) and checks it is whole and
-    /// consistent in itself; a model's consistency with its graph is the loader's to check.
-    pub fn from_props(props: &BTreeMap<String, String>) -> Result<Self, CardError> {
-        let get = |key: &'static str| -> Result<&str, CardError> {
-            props
-                .get(&format!("{KEY_PREFIX}{key}"))
-                .map(String::as_str)
-                .ok_or(CardError::Missing(key))
-        };
-        let invalid = |key: &'static str, reason: String| CardError::Invalid { key, reason };
-        fn parse_json<T: serde::de::DeserializeOwned>(
-            key: &'static str,
-            text: &str,
-        ) -> Result<T, CardError> {
-            serde_json::from_str(text).map_err(|e| CardError::Invalid {
-                key,
-                reason: e.to_string(),
-            })
+    /// Reads a card and checks it is whole and consistent in itself; a model's consistency with
+    /// its graph is the loader's to check. Errors name the missing, unknown or bad field.
+    pub fn from_json(text: &str) -> Result<Self, CardError> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|error| CardError::NotJson(error.to_string()))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| CardError::NotJson(format!("found {}", kind_of(&value))))?;
+        // The format first: a card of another version fails as such, not on its first field.
+        match object.get("format") {
+            None => return Err(CardError::Missing("format".into())),
+            Some(serde_json::Value::String(format)) if format != CARD_FORMAT => {
+                return Err(CardError::Format(format.clone()))
+            }
+            Some(_) => {}
         }
-        let format = match get("card") {
-            Err(_) => return Err(CardError::NoCard),
-            Ok(format) => format,
-        };
-        if format != CARD_FORMAT {
-            return Err(CardError::Format(format.to_string()));
-        }
-        let model_id = get("model_id")?;
-        let model_id = ModelId::from_hex(model_id)
-            .ok_or_else(|| invalid("model_id", format!("{model_id:?} is not 16 hex digits")))?;
-        let bits_text = get("bits")?;
-        let bits: u16 = bits_text
-            .parse()
-            .map_err(|_| invalid("bits", format!("{bits_text:?} is not a number")))?;
-        if bits == 0 || bits % 8 != 0 || bits > 256 {
+        let card: ModelCard = serde_path_to_error::deserialize(value).map_err(|error| {
+            let path = error.path().to_string();
+            let message = error.inner().to_string();
+            match backticked(&message) {
+                Some(name) if message.starts_with("missing field") => {
+                    CardError::Missing(join(&path, name))
+                }
+                // The path already ends in the unknown key.
+                Some(_) if message.starts_with("unknown field") => CardError::Unknown(path),
+                _ => invalid(&path, message),
+            }
+        })?;
+        card.validate()?;
+        Ok(card)
+    }
+
+    /// What serde's types cannot say: ranges, lengths, and fields that go together.
+    fn validate(&self) -> Result<(), CardError> {
+        if !orbhash_wire::code::is_supported_length(self.bits) {
             return Err(invalid(
                 "bits",
-                format!("{bits}: codes are 8 to 256 bits in whole bytes"),
-            ));
-        }
-        let classes: Vec<String> = parse_json("classes", get("classes")?)?;
-        if classes.is_empty() {
-            return Err(invalid("classes", "no class names".into()));
-        }
-        let input: InputSpec = parse_json("input", get("input")?)?;
-        input.validate().map_err(|e| invalid("input", e.0))?;
-        let band_names: Vec<String> = parse_json("band_names", get("band_names")?)?;
-        if let Some(&band) = input.bands.iter().find(|&&b| b >= band_names.len()) {
-            return Err(invalid(
-                "input",
                 format!(
-                    "uses band {band} but the card names {} band(s)",
-                    band_names.len()
+                    "{}: the wire carries codes of {:?} bits",
+                    self.bits,
+                    orbhash_wire::code::SUPPORTED_BITS
                 ),
             ));
         }
-        let tile: TileSpec = parse_json("tile", get("tile")?)?;
-        if tile.size == 0 || tile.stride == 0 {
-            return Err(invalid("tile", "size and stride must be > 0".into()));
+        if self.classes.is_empty() {
+            return Err(invalid("classes", "no class names"));
         }
-        let precision = match get("precision")? {
-            "f32" => Precision::F32,
-            "int8" => Precision::Int8,
-            other => return Err(invalid("precision", format!("{other:?}"))),
+        self.input.validate().map_err(|e| invalid("input", e.0))?;
+        if let Some(&band) = self
+            .input
+            .bands
+            .iter()
+            .find(|&&b| b >= self.band_names.len())
+        {
+            return Err(invalid(
+                "input.bands",
+                format!(
+                    "uses band {band} but the card names {} band(s)",
+                    self.band_names.len()
+                ),
+            ));
+        }
+        if self.tile.size == 0 || self.tile.stride == 0 {
+            return Err(invalid("tile", "size and stride must be > 0"));
+        }
+        let sha = |field: &str, value: &Option<String>| match value {
+            Some(text) if !is_sha256(text) => Err(invalid(
+                field,
+                format!("{text:?} is not 64 lowercase hex digits"),
+            )),
+            _ => Ok(()),
         };
-        Ok(Self {
-            model_id,
-            bits,
-            classes,
-            input,
-            band_names,
-            tile,
-            precision,
-            dataset: get("dataset")?.to_string(),
-            dataset_manifest_sha256: get("dataset_manifest_sha256")?.to_string(),
-            training: get("training")?.to_string(),
-            exporter: get("exporter")?.to_string(),
-        })
+        sha("dataset_manifest_sha256", &self.dataset_manifest_sha256)?;
+        sha(
+            "training.pretrained_sha256",
+            &self.training.pretrained_sha256,
+        )?;
+        if let Some(key) = TRAINING_PATH_KEYS
+            .iter()
+            .find(|key| self.training.config.contains_key(**key))
+        {
+            return Err(invalid(
+                &format!("training.config.{key}"),
+                "a path of the training machine; the card records the data set by name and \
+                 manifest and the pretrained weights by SHA-256",
+            ));
+        }
+        match (self.precision, &self.quantisation) {
+            (Precision::F32, Some(_)) => {
+                return Err(invalid("quantisation", "present on an f32 model"))
+            }
+            (Precision::Int8, None) => {
+                return Err(invalid("quantisation", "missing on an int8 model"))
+            }
+            (_, Some(quantisation)) => {
+                sha(
+                    "quantisation.calibration.dataset_manifest_sha256",
+                    &quantisation.calibration.dataset_manifest_sha256,
+                )?;
+                if quantisation.calibration.tiles == 0 {
+                    return Err(invalid("quantisation.calibration.tiles", "0 tiles"));
+                }
+            }
+            (_, None) => {}
+        }
+        Ok(())
+    }
+
+    /// The card as `metadata_props` entries: the one [`CARD_KEY`].
+    pub fn to_props(&self) -> Vec<(String, String)> {
+        vec![(CARD_KEY.to_string(), self.to_json())]
+    }
+
+    /// Reads the card from a file's `metadata_props`.
+    pub fn from_props(props: &BTreeMap<String, String>) -> Result<Self, CardError> {
+        let text = props.get(CARD_KEY).ok_or(CardError::NoCard)?;
+        // Version 1 kept its bare format name under this key (and the fields under others).
+        if !text.trim_start().starts_with('{') {
+            return Err(CardError::Format(text.clone()));
+        }
+        Self::from_json(text)
+    }
+
+    /// Whether an image with `found` bands, named `names` when the file names them, holds the
+    /// bands this model was trained on, in the same order: by name when named (without case),
+    /// else by count. Every stored band counts, not only those the input uses: a scene of other
+    /// bands with as many of them is no scene of this model.
+    pub fn check_bands(
+        &self,
+        found: usize,
+        names: Option<&[String]>,
+    ) -> Result<BandMatch, BandMismatch> {
+        match names {
+            Some(names) => {
+                let same = names.len() == self.band_names.len()
+                    && names
+                        .iter()
+                        .zip(&self.band_names)
+                        .all(|(a, b)| a.eq_ignore_ascii_case(b));
+                if same {
+                    Ok(BandMatch::Named)
+                } else {
+                    Err(BandMismatch::Names {
+                        found: names.to_vec(),
+                        wanted: self.band_names.clone(),
+                    })
+                }
+            }
+            None if found == self.band_names.len() => {
+                Ok(BandMatch::Assumed(self.band_names.clone()))
+            }
+            None => Err(BandMismatch::Count {
+                found,
+                wanted: self.band_names.clone(),
+            }),
+        }
+    }
+}
+
+fn kind_of(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::BandScale;
 
-    fn card() -> ModelCard {
+    pub(crate) fn card() -> ModelCard {
+        let mut config = serde_json::Map::new();
+        config.insert("backbone".into(), "effnet-lite0".into());
+        config.insert("epochs".into(), 30.into());
         ModelCard {
+            format: CardFormat,
             model_id: ModelId::of_model(b"graph"),
             bits: 64,
             classes: vec!["farm".into(), "forest".into()],
-            input: InputSpec::imagenet_rgb(128),
-            band_names: vec!["red".into(), "green".into(), "blue".into()],
+            input: InputSpec::multispectral(
+                128,
+                vec![0, 1, 2],
+                vec![BandScale::U16, BandScale::U16, BandScale::U16],
+            ),
+            band_names: vec!["B04".into(), "B03".into(), "B02".into(), "B08".into()],
             tile: TileSpec {
                 size: 32,
                 stride: 32,
             },
             precision: Precision::Int8,
             dataset: "s2-brandenburg".into(),
-            dataset_manifest_sha256: "ab".repeat(32),
-            training: "{\"epochs\":30}".into(),
+            dataset_manifest_sha256: Some("ab".repeat(32)),
+            training: Training {
+                pretrained_sha256: Some("cd".repeat(32)),
+                config,
+            },
+            quantisation: Some(Quantisation {
+                weights: WeightScaling::PerChannel,
+                keep_f32: vec![ConvKind::Stem, ConvKind::Depthwise],
+                calibration: Calibration {
+                    method: CalibrationMethod::Percentile(99.99),
+                    tiles: 159,
+                    dataset: "s2-brandenburg".into(),
+                    dataset_manifest_sha256: Some("ab".repeat(32)),
+                    split: "database".into(),
+                },
+                bias_correction: true,
+            }),
             exporter: "orbhash 0.1.0".into(),
         }
     }
 
-    fn props(card: &ModelCard) -> BTreeMap<String, String> {
-        card.to_props().into_iter().collect()
+    fn json_value(card: &ModelCard) -> serde_json::Value {
+        serde_json::from_str(&card.to_json()).unwrap()
+    }
+
+    fn from_value(value: &serde_json::Value) -> Result<ModelCard, CardError> {
+        ModelCard::from_json(&value.to_string())
     }
 
     #[test]
-    fn a_card_survives_its_metadata_form() {
+    fn a_card_survives_its_json_and_metadata_forms() {
         let card = card();
-        assert_eq!(ModelCard::from_props(&props(&card)), Ok(card));
+        assert_eq!(ModelCard::from_json(&card.to_json()), Ok(card.clone()));
+        let props: BTreeMap<String, String> = card.to_props().into_iter().collect();
+        assert_eq!(props.keys().collect::<Vec<_>>(), vec![CARD_KEY]);
+        assert_eq!(ModelCard::from_props(&props), Ok(card.clone()));
+        let mut f32_card = card;
+        f32_card.precision = Precision::F32;
+        f32_card.quantisation = None;
+        f32_card.training.pretrained_sha256 = None;
+        f32_card.dataset_manifest_sha256 = None;
+        assert_eq!(ModelCard::from_json(&f32_card.to_json()), Ok(f32_card));
     }
 
     #[test]
-    fn missing_and_contradictory_fields_are_named() {
+    fn the_json_names_the_card_fields_the_readme_documents() {
+        let value = json_value(&card());
+        assert_eq!(value["format"], CARD_FORMAT);
+        assert_eq!(value["model_id"], ModelId::of_model(b"graph").to_string());
+        assert_eq!(value["precision"], "int8");
+        let quantisation = &value["quantisation"];
+        assert_eq!(
+            quantisation["keep_f32"],
+            serde_json::json!(["stem", "depthwise"])
+        );
+        assert_eq!(quantisation["weights"], "per-channel");
+        assert_eq!(
+            quantisation["calibration"]["method"],
+            serde_json::json!({"percentile": 99.99})
+        );
+        assert_eq!(quantisation["bias_correction"], true);
+        assert_eq!(value["training"]["pretrained_sha256"], "cd".repeat(32));
+    }
+
+    #[test]
+    fn missing_unknown_and_bad_fields_are_named() {
+        let mut value = json_value(&card());
+        value.as_object_mut().unwrap().remove("classes");
+        assert_eq!(
+            from_value(&value),
+            Err(CardError::Missing("classes".into()))
+        );
+
+        let mut value = json_value(&card());
+        value["quantisation"]["calibration"]
+            .as_object_mut()
+            .unwrap()
+            .remove("tiles");
+        assert_eq!(
+            from_value(&value),
+            Err(CardError::Missing("quantisation.calibration.tiles".into()))
+        );
+
+        let mut value = json_value(&card());
+        value["tile"]["overlap"] = 3.into();
+        assert_eq!(
+            from_value(&value),
+            Err(CardError::Unknown("tile.overlap".into()))
+        );
+        let mut value = json_value(&card());
+        value["extra"] = 3.into();
+        assert_eq!(from_value(&value), Err(CardError::Unknown("extra".into())));
+
+        let mut value = json_value(&card());
+        value["bits"] = "sixty-four".into();
+        let error = from_value(&value).unwrap_err();
+        assert!(
+            matches!(&error, CardError::Invalid { field, .. } if field == "bits"),
+            "{error}"
+        );
+        value["bits"] = 12.into();
+        let error = from_value(&value).unwrap_err();
+        assert!(error.to_string().contains("`bits`"), "{error}");
+
+        let mut value = json_value(&card());
+        value["model_id"] = "xyz".into();
+        let error = from_value(&value).unwrap_err();
+        assert!(
+            matches!(&error, CardError::Invalid { field, .. } if field == "model_id"),
+            "{error}"
+        );
+
+        let mut too_few_bands = card();
+        too_few_bands.band_names.truncate(2);
+        let error = ModelCard::from_json(&too_few_bands.to_json()).unwrap_err();
+        assert!(error.to_string().contains("band 2"), "{error}");
+
+        let mut f32_with_quantisation = card();
+        f32_with_quantisation.precision = Precision::F32;
+        let error = ModelCard::from_json(&f32_with_quantisation.to_json()).unwrap_err();
+        assert!(
+            matches!(&error, CardError::Invalid { field, .. } if field == "quantisation"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_training_machine_path_is_refused() {
+        let mut with_path = card();
+        with_path.training.config.insert(
+            "pretrained".into(),
+            "/home/someone/weights.safetensors".into(),
+        );
+        let error = ModelCard::from_json(&with_path.to_json()).unwrap_err();
+        assert!(
+            matches!(&error, CardError::Invalid { field, .. } if field == "training.config.pretrained"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn old_and_unknown_formats_are_refused_by_name() {
         assert_eq!(
             ModelCard::from_props(&BTreeMap::new()),
             Err(CardError::NoCard)
         );
-        let mut without_classes = props(&card());
-        without_classes.remove("orbhash.classes");
+        // Version 1: the format name under `orbhash.card`, one key per field beside it.
+        let old = BTreeMap::from([
+            (CARD_KEY.to_string(), "orbhash-model-card-1".to_string()),
+            ("orbhash.bits".to_string(), "64".to_string()),
+        ]);
+        let error = ModelCard::from_props(&old).unwrap_err();
+        assert_eq!(error, CardError::Format("orbhash-model-card-1".into()));
+        assert!(error.to_string().contains("re-export"), "{error}");
+
+        let mut value = json_value(&card());
+        value["format"] = "orbhash-model-card-3".into();
         assert_eq!(
-            ModelCard::from_props(&without_classes),
-            Err(CardError::Missing("classes"))
+            from_value(&value),
+            Err(CardError::Format("orbhash-model-card-3".into()))
         );
-        let mut odd_bits = props(&card());
-        odd_bits.insert("orbhash.bits".into(), "12".into());
-        let error = ModelCard::from_props(&odd_bits).expect_err("12 bits");
-        assert!(error.to_string().contains("orbhash.bits"), "{error}");
-        let mut too_few_bands = card();
-        too_few_bands.band_names.truncate(2);
-        let error = ModelCard::from_props(&props(&too_few_bands)).expect_err("band 2 unnamed");
-        assert!(error.to_string().contains("band 2"), "{error}");
-        let mut bad_id = props(&card());
-        bad_id.insert("orbhash.model_id".into(), "xyz".into());
         assert!(matches!(
-            ModelCard::from_props(&bad_id),
-            Err(CardError::Invalid {
-                key: "model_id",
-                ..
-            })
+            ModelCard::from_json("[1, 2]"),
+            Err(CardError::NotJson(_))
         ));
+        assert!(matches!(
+            ModelCard::from_json("{\"format\":"),
+            Err(CardError::NotJson(_))
+        ));
+    }
+
+    #[test]
+    fn bands_are_checked_by_name_when_named_and_by_count_otherwise() {
+        let card = card();
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            card.check_bands(4, Some(&names(&["b04", "B03", "B02", "B08"]))),
+            Ok(BandMatch::Named)
+        );
+        let error = card
+            .check_bands(4, Some(&names(&["B03", "B04", "B02", "B08"])))
+            .unwrap_err();
+        assert!(matches!(error, BandMismatch::Names { .. }), "{error}");
+        assert_eq!(
+            card.check_bands(4, None),
+            Ok(BandMatch::Assumed(card.band_names.clone()))
+        );
+        let error = card.check_bands(3, None).unwrap_err();
+        assert!(
+            error.to_string().contains("3 band(s)") && error.to_string().contains("B08"),
+            "{error}"
+        );
     }
 }

@@ -34,6 +34,7 @@ pub const EXTRA_BAND_STD: f32 = 0.226;
 
 /// Maps a band's raw values linearly to [0, 1]: `low` → 0, `high` → 1, clamped outside.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BandScale {
     pub low: f32,
     pub high: f32,
@@ -78,6 +79,7 @@ impl BandScale {
 
 /// The model's input definition.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InputSpec {
     /// Edge of the square model input in pixels.
     pub size: u32,

@@ -4,6 +4,31 @@
 //! TIFFs go through the `tiff` crate, which reads any band count (multispectral patches and
 //! scenes) and their GeoTIFF georeferencing; other formats through the `image` crate as RGB
 //! (8-bit values 0..255, 16-bit 0..65535). Samples are `f32`, interleaved.
+//!
+//! A GeoTIFF may name its bands: GDAL writes each band's description as an `Item` of its
+//! GDAL_METADATA tag (42112), `<Item name="DESCRIPTION" sample="0" role="description">B04</Item>`
+//! (rasterio's `set_band_description`, `gdal_translate` of named bands). Those names are read
+//! into [`RawImage::band_names`], so a scene can be checked against a model card by name. The
+//! orbhash data builders write no names: their scenes and patches are checked by band count.
+//!
+//! Everything here parses untrusted bytes (files uplinked or downlinked), so it indexes nothing
+//! unchecked and never panics.
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 use std::format;
 use std::fs::File;
@@ -16,45 +41,30 @@ use serde::{Deserialize, Serialize};
 use tiff::decoder::{Decoder, DecodingResult};
 use tiff::tags::Tag;
 
-/// Why an image file could not be read.
-#[derive(Debug)]
+/// Why an image file could not be read. Each variant names the file; the cause is its source.
+#[derive(Debug, thiserror::Error)]
 pub enum RasterError {
+    #[error("cannot read {}", path.display())]
     Io {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
+    #[error("{}: unreadable TIFF", path.display())]
     Tiff {
         path: PathBuf,
+        #[source]
         source: tiff::TiffError,
     },
+    #[error("{}: unreadable image", path.display())]
     Image {
         path: PathBuf,
+        #[source]
         source: image::ImageError,
     },
     /// Readable, but not an image this code can use (empty, odd sample type, torn).
+    #[error("{}: {reason}", path.display())]
     Format { path: PathBuf, reason: String },
-}
-
-impl core::fmt::Display for RasterError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Self::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            Self::Tiff { path, source } => write!(f, "{}: TIFF: {source}", path.display()),
-            Self::Image { path, source } => write!(f, "{}: image: {source}", path.display()),
-            Self::Format { path, reason } => write!(f, "{}: {reason}", path.display()),
-        }
-    }
-}
-
-impl std::error::Error for RasterError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Io { source, .. } => Some(source),
-            Self::Tiff { source, .. } => Some(source),
-            Self::Image { source, .. } => Some(source),
-            Self::Format { .. } => None,
-        }
-    }
 }
 
 impl RasterError {
@@ -149,12 +159,14 @@ pub fn read_georeference<R: Read + Seek>(
     let (Some(scale), Some(tie)) = (scale, tie) else {
         return Ok(None);
     };
-    if scale.len() < 2 || tie.len() < 6 {
+    let (Some(&[scale_x, scale_y]), Some(&[tie_col, tie_row, _, tie_x, tie_y])) =
+        (scale.get(..2), tie.get(..5))
+    else {
         return Err(RasterError::format(
             path,
             "short ModelPixelScale/ModelTiepoint",
         ));
-    }
+    };
     let keys = decoder
         .find_tag(Tag::GeoKeyDirectoryTag)
         .map_err(tiff_err)?
@@ -169,10 +181,10 @@ pub fn read_georeference<R: Read + Seek>(
         .unwrap_or_default();
     // Directory header is 4 shorts, then 4 shorts per key: id, location, count, value/offset.
     let key = |id: u16| -> Option<(u16, u16, u16)> {
-        keys.get(4..)?
-            .chunks_exact(4)
-            .find(|k| k[0] == id)
-            .map(|k| (k[1], k[2], k[3]))
+        keys.get(4..)?.chunks_exact(4).find_map(|k| match *k {
+            [key, location, count, value] if key == id => Some((location, count, value)),
+            _ => None,
+        })
     };
     let short_key = |id: u16| key(id).filter(|k| k.0 == 0).map(|k| k.2);
     let ascii_key = |id: u16| {
@@ -185,17 +197,17 @@ pub fn read_georeference<R: Read + Seek>(
             })
     };
 
-    let (mut col0, mut row0) = (tie[0], tie[1]);
+    let (mut col0, mut row0) = (tie_col, tie_row);
     // PixelIsPoint tiepoints refer to pixel centres; the grid's corner is half a pixel off.
     if short_key(GT_RASTER_TYPE) == Some(RASTER_PIXEL_IS_POINT) {
         col0 -= 0.5;
         row0 -= 0.5;
     }
     let geo = GeoTransform {
-        origin_x: tie[3] - col0 * scale[0],
-        origin_y: tie[4] + row0 * scale[1],
-        pixel_width: scale[0],
-        pixel_height: scale[1],
+        origin_x: tie_x - col0 * scale_x,
+        origin_y: tie_y + row0 * scale_y,
+        pixel_width: scale_x,
+        pixel_height: scale_y,
     };
     let crs = match short_key(PROJECTED_CS_TYPE).or_else(|| short_key(GEOGRAPHIC_TYPE)) {
         Some(code) if code != USER_DEFINED => format!("EPSG:{code}"),
@@ -215,6 +227,8 @@ pub struct RawImage {
     pub samples: Vec<f32>,
     /// Present for a GeoTIFF.
     pub georeference: Option<Georeference>,
+    /// Each band's name, in band order, when the file names every band (see the module docs).
+    pub band_names: Option<Vec<String>>,
 }
 
 impl RawImage {
@@ -228,7 +242,7 @@ impl RawImage {
         let mut out = Vec::with_capacity(width as usize * height as usize * bands);
         for r in row..row + height {
             let start = r as usize * stride + col as usize * bands;
-            out.extend_from_slice(&self.samples[start..start + width as usize * bands]);
+            out.extend_from_slice(self.samples.get(start..start + width as usize * bands)?);
         }
         Some(out)
     }
@@ -280,6 +294,7 @@ pub fn read_image(path: &Path) -> Result<RawImage, RasterError> {
             bands: 3,
             samples,
             georeference: None,
+            band_names: None,
         }
     };
     if image.width == 0 || image.height == 0 {
@@ -301,6 +316,11 @@ fn read_tiff(path: &Path) -> Result<RawImage, RasterError> {
     let (width, height) = decoder.dimensions().map_err(tiff_err)?;
     let bands = decoder.colortype().map_err(tiff_err)?.num_samples() as usize;
     let georeference = read_georeference(&mut decoder, path)?;
+    let band_names = decoder
+        .find_tag(Tag::Unknown(GDAL_METADATA))
+        .map_err(tiff_err)?
+        .and_then(|value| value.into_string().ok())
+        .and_then(|xml| gdal_band_names(&xml, bands));
     let samples: Vec<f32> = match decoder.read_image().map_err(tiff_err)? {
         DecodingResult::U8(v) => v.into_iter().map(f32::from).collect(),
         DecodingResult::U16(v) => v.into_iter().map(f32::from).collect(),
@@ -321,7 +341,67 @@ fn read_tiff(path: &Path) -> Result<RawImage, RasterError> {
         bands,
         samples,
         georeference,
+        band_names,
     })
+}
+
+/// GDAL's metadata tag: an XML document of `<Item name=… sample=… role=…>value</Item>`.
+pub const GDAL_METADATA: u16 = 42112;
+
+/// The band descriptions of a GDAL_METADATA document, when all `bands` are named (a partly
+/// named file is treated as unnamed: it is checked by count).
+pub fn gdal_band_names(xml: &str, bands: usize) -> Option<Vec<String>> {
+    let mut names: Vec<Option<String>> = vec![None; bands];
+    let mut rest = xml;
+    while let Some(start) = rest.find("<Item") {
+        let after = rest.get(start + "<Item".len()..)?;
+        let tag_end = after.find('>')?;
+        let attributes = after.get(..tag_end)?;
+        let body = after.get(tag_end + 1..)?;
+        let close = body.find("</Item>")?;
+        let value = body.get(..close)?;
+        rest = body.get(close..)?;
+        let is_description = attribute(attributes, "name") == Some("DESCRIPTION")
+            && attribute(attributes, "role").is_none_or(|role| role == "description");
+        let sample = attribute(attributes, "sample").and_then(|s| s.parse::<usize>().ok());
+        if let (true, Some(sample)) = (is_description, sample) {
+            let name = unescape(value.trim());
+            if let Some(slot) = names.get_mut(sample).filter(|_| !name.is_empty()) {
+                *slot = Some(name);
+            }
+        }
+    }
+    names.into_iter().collect()
+}
+
+/// The value of `name="…"` among XML attributes.
+fn attribute<'a>(attributes: &'a str, name: &str) -> Option<&'a str> {
+    let mut rest = attributes;
+    loop {
+        let at = rest.find(name)?;
+        let before_ok = at == 0
+            || rest
+                .get(..at)
+                .and_then(|b| b.chars().last())
+                .is_some_and(char::is_whitespace);
+        let after = rest.get(at + name.len()..)?;
+        let after_trimmed = after.trim_start();
+        if before_ok && after_trimmed.starts_with('=') {
+            let value = after_trimmed.get(1..)?.trim_start();
+            let quote = value.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+            let value = value.get(1..)?;
+            return value.find(quote).and_then(|end| value.get(..end));
+        }
+        rest = after;
+    }
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
 }
 
 #[cfg(test)]
@@ -341,6 +421,7 @@ mod tests {
             bands: 2,
             samples,
             georeference: None,
+            band_names: None,
         };
         assert_eq!(
             image.window(1, 0, 2, 2),
@@ -348,5 +429,131 @@ mod tests {
         );
         assert_eq!(image.window(2, 0, 2, 1), None);
         assert_eq!(image.window(u32::MAX, 0, 2, 1), None);
+    }
+
+    /// `source()` after `source()`, as anyhow's `{:#}` prints them.
+    fn chain(error: &dyn std::error::Error) -> String {
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+
+    #[test]
+    fn an_unreadable_file_names_its_cause_once() {
+        let error = read_image(Path::new("/nonexistent/scene.tif")).expect_err("fails");
+        let text = chain(&error);
+        assert_eq!(text.matches("No such file").count(), 1, "{text}");
+        assert!(text.contains("/nonexistent/scene.tif"), "{text}");
+    }
+
+    /// A 2×2 TIFF of `bands` u16 samples, with GDAL_METADATA `metadata` when given.
+    fn write_tiff(path: &Path, bands: usize, metadata: Option<&str>) {
+        use tiff::encoder::{colortype, TiffEncoder};
+        let file = File::create(path).expect("creates");
+        let mut encoder = TiffEncoder::new(file).expect("encoder");
+        let samples = vec![7u16; 4 * bands];
+        macro_rules! write {
+            ($colour:ty) => {{
+                let mut image = encoder.new_image::<$colour>(2, 2).expect("image");
+                if let Some(xml) = metadata {
+                    image
+                        .encoder()
+                        .write_tag(Tag::Unknown(GDAL_METADATA), xml)
+                        .expect("tag");
+                }
+                image.write_data(&samples).expect("writes");
+            }};
+        }
+        match bands {
+            3 => write!(colortype::RGB16),
+            4 => write!(colortype::RGBA16),
+            _ => panic!("3 or 4 bands"),
+        }
+    }
+
+    #[test]
+    fn band_descriptions_in_gdal_metadata_name_the_bands() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let named = dir.path().join("named.tif");
+        let xml = "<GDALMetadata>\n  <Item name=\"DESCRIPTION\" sample=\"0\" role=\"description\">B4</Item>\n  \
+                   <Item name=\"DESCRIPTION\" sample=\"2\" role=\"description\">B2</Item>\n  \
+                   <Item name=\"OFFSET\" sample=\"1\" role=\"offset\">0</Item>\n  \
+                   <Item name=\"DESCRIPTION\" sample=\"1\" role=\"description\">B3 &amp; co</Item>\n\
+                   </GDALMetadata>";
+        write_tiff(&named, 3, Some(xml));
+        let image = read_image(&named).expect("reads");
+        assert_eq!(image.bands, 3);
+        assert_eq!(
+            image.band_names,
+            Some(vec!["B4".to_string(), "B3 & co".into(), "B2".into()])
+        );
+
+        // A band left unnamed: the file counts as unnamed.
+        let partly = dir.path().join("partly.tif");
+        write_tiff(&partly, 4, Some(xml));
+        assert_eq!(read_image(&partly).expect("reads").band_names, None);
+        let plain = dir.path().join("plain.tif");
+        write_tiff(&plain, 3, None);
+        assert_eq!(read_image(&plain).expect("reads").band_names, None);
+    }
+
+    #[test]
+    fn garbled_gdal_metadata_names_nothing_and_never_panics() {
+        for xml in [
+            "",
+            "<Item",
+            "<Item name=\"DESCRIPTION\" sample=\"0\">B4",
+            "<Item name=\"DESCRIPTION\" sample=\"99\">B4</Item>",
+            "<Item name=\"DESCRIPTION\" sample=\"-1\">B4</Item>",
+            "<Item name=DESCRIPTION sample=0>B4</Item>",
+            "<Item name=\"DESCRIPTION\" sample=\"0\"></Item>",
+        ] {
+            assert_eq!(gdal_band_names(xml, 1), None, "{xml:?}");
+        }
+        assert_eq!(
+            gdal_band_names("<Item sample='0' name='DESCRIPTION'>é</Item>", 1),
+            Some(vec!["é".to_string()])
+        );
+    }
+
+    /// A file of the real data set, or `None` with the reason printed; under `CI=true` a
+    /// missing file fails the test instead, so CI never passes on a skip.
+    fn real_asset(relative: &str) -> Option<PathBuf> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(relative);
+        if path.is_file() {
+            return Some(path);
+        }
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{} is missing (run scripts/setup.sh)",
+            path.display()
+        );
+        println!(
+            "skipped: {} is missing (run scripts/setup.sh)",
+            path.display()
+        );
+        None
+    }
+
+    #[test]
+    fn the_real_scene_reads_as_four_unnamed_georeferenced_bands() {
+        let Some(path) = real_asset(".cache/data/s2-brandenburg/scenes/T33UUU_20170216T102101.tif")
+        else {
+            return;
+        };
+        let image = read_image(&path).expect("reads");
+        assert_eq!((image.width, image.height, image.bands), (1536, 768, 4));
+        // The data builder writes no band names: the scene is checked by count.
+        assert_eq!(image.band_names, None);
+        let georeference = image.georeference.expect("a GeoTIFF");
+        assert_eq!(georeference.crs, "EPSG:32633");
+        assert_eq!(georeference.geo.origin_x, 330000.0);
     }
 }

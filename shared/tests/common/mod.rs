@@ -1,9 +1,7 @@
 //! Shared generators for the integration tests.
 #![allow(dead_code)]
 
-use orbhash_wire::{
-    Code, MapCoordinates, ModelId, PacketContext, Record, TileGrid, TilePosition,
-};
+use orbhash_wire::{Code, MapCoordinates, ModelId, PacketContext, Record, TileGrid, TilePosition};
 use proptest::prelude::*;
 
 pub const GRID: TileGrid = TileGrid {
@@ -200,7 +198,7 @@ pub fn decode_chunked(
             seen.push(to_seen(event));
         }
     }
-    seen.extend(decoder.finish().map(Seen::Rejected));
+    seen.extend(decoder.finish().map(to_seen));
     seen
 }
 

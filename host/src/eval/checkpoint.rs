@@ -1,5 +1,7 @@
-//! `orbhash eval`: hash a data set's database and queries with a checkpoint and measure
-//! retrieval (mAP by Hamming ranking, precision/recall) and classification (OA, AA, kappa).
+//! `orbhash eval` on a checkpoint: hash a data set's database and queries with the restored
+//! network, measure retrieval (mAP by Hamming ranking, precision/recall) and classification (OA,
+//! AA, kappa), and write the report and its plots. The bridge from libtorch tensors to the plain
+//! types the metrics take.
 
 use std::path::{Path, PathBuf};
 
@@ -8,12 +10,12 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::folder::Dataset;
 use crate::data::SplitName;
-use crate::eval::{evaluate, CodeSet, EvalOptions, EvalReport};
 use crate::torch::{select_device, DeviceChoice};
+use crate::train::checkpoint::{restore_network, Checkpoint};
+use crate::train::network::Head;
+use crate::train::trainer::{backbone_features, load_dataset};
 
-use super::checkpoint::Checkpoint;
-use super::network::{Dhcnn, Head};
-use super::trainer::{backbone_features, load_dataset};
+use super::{evaluate, CodeSet, EvalOptions, EvalReport};
 
 /// Hash-layer outputs and class probabilities of every sample of a data set.
 pub struct HashedDataset {
@@ -26,16 +28,6 @@ pub struct HashedDataset {
     /// untrained classifier would report chance as if it were a result.
     pub probabilities: Option<Tensor>,
     pub bits: usize,
-}
-
-/// Restores a checkpoint's network on `device`.
-pub fn restore_network(checkpoint: &Checkpoint, device: Device) -> anyhow::Result<Dhcnn> {
-    let config = &checkpoint.info.config;
-    let classes = checkpoint.info.classes.len() as i64;
-    let mut model = Dhcnn::new(config.backbone, config.bits, classes, device);
-    checkpoint.restore("backbone", &mut model.backbone_store)?;
-    checkpoint.restore("head", &mut model.head_store)?;
-    Ok(model)
 }
 
 /// Runs a checkpoint over its data set (or `data`, laid out the same way).
@@ -131,6 +123,13 @@ impl HashedDataset {
     }
 }
 
+/// A data set's name in reports: its root folder's name.
+pub fn data_set_name(root: &Path) -> String {
+    root.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data".to_string())
+}
+
 /// Rows `indices` of a CPU tensor, flattened row-major.
 pub fn tensor_rows(tensor: &Tensor, indices: &[usize]) -> anyhow::Result<Vec<f32>> {
     let index: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
@@ -149,11 +148,7 @@ pub fn evaluate_checkpoint(
 ) -> anyhow::Result<(EvalReport, Vec<PathBuf>)> {
     let device = select_device(device)?;
     let checkpoint = Checkpoint::open(checkpoint_path)?;
-    let data_name = data
-        .unwrap_or(&checkpoint.info.config.data)
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "data".to_string());
+    let data_name = data_set_name(data.unwrap_or(&checkpoint.info.config.data));
     let hashed = hash_dataset(&checkpoint, data, device)?;
     let method = if checkpoint.info.config.without_classifier {
         "DPSH"

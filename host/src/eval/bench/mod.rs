@@ -1,8 +1,8 @@
 //! `orbhash bench retrieval`: every method of issue 5 on one data set, one split and one set of
-//! cached frozen backbone features, so the table compares like with like.
+//! cached frozen backbone features, so the table compares like with like ([`BenchTable`]).
 //!
 //! - LSH and ITQ hash the backbone features directly (fitted on the database, as in
-//!   [`crate::eval::baselines`]);
+//!   [`super::baselines`]);
 //! - DPSH, classification-only and DHCNN train the hash layer (and classifier) on the same
 //!   features with the step `orbhash train --freeze-backbone` takes ([`Stepper`]), differing only
 //!   in their loss settings ([`Method::train_config`]).
@@ -18,20 +18,21 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::folder::Dataset;
 use crate::data::SplitName;
-use crate::eval::bench::BenchTable;
-use crate::eval::{
-    evaluate, itq_with_pca, lsh, EvalOptions, EvalReport, FeatureMatrix, ItqOptions, Pca,
-};
 use crate::model::backbone::load_pretrained;
 use crate::torch::{select_device, DeviceChoice};
+use crate::train::loss::Combination;
+use crate::train::network::Dhcnn;
+use crate::train::trainer::{backbone_features, load_dataset, select_rows, Stepper};
+use crate::train::TrainConfig;
 
-use super::evaluate::{tensor_rows, HashedDataset};
-use super::loss::Combination;
-use super::network::Dhcnn;
-use super::trainer::{backbone_features, load_dataset, select_rows, Stepper};
-use super::TrainConfig;
+use super::checkpoint::{data_set_name, tensor_rows, HashedDataset};
+use super::{evaluate, itq_with_pca, lsh, EvalOptions, EvalReport, FeatureMatrix, ItqOptions, Pca};
 
-/// The compared methods, in the table's order ([`crate::eval::bench::STANDARD_METHODS`]).
+mod table;
+
+pub use table::{mean_std, BenchRow, BenchTable, STANDARD_METHODS};
+
+/// The compared methods, in the table's order ([`STANDARD_METHODS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Method {
     Lsh,
@@ -136,12 +137,6 @@ pub struct BenchOutcome {
     pub backbone_seconds: f64,
 }
 
-fn data_name(path: &Path) -> String {
-    path.file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "data".to_string())
-}
-
 /// Loads the data set, computes its frozen backbone features once and runs every method on them.
 pub fn retrieval_bench(
     options: &RetrievalBenchOptions,
@@ -189,7 +184,7 @@ pub fn bench_on_features(
     if options.bits.is_empty() || options.seeds.is_empty() {
         bail!("give at least one code length and one seed");
     }
-    let name = data_name(&options.base.data);
+    let name = data_set_name(&options.base.data);
     let labels: Vec<usize> = dataset.samples.iter().map(|s| s.label).collect();
     let side_labels = |indices: &[usize]| indices.iter().map(|&i| labels[i]).collect::<Vec<_>>();
     let (database_labels, query_labels) = (side_labels(&database), side_labels(&queries));
@@ -448,7 +443,7 @@ mod tests {
         );
         let table = &outcome.table;
         let methods: Vec<&str> = table.rows.iter().map(|r| r.method.as_str()).collect();
-        assert_eq!(methods, crate::eval::bench::STANDARD_METHODS);
+        assert_eq!(methods, STANDARD_METHODS);
         assert_eq!(table.oa_bits, 32);
         for row in &table.rows {
             for cell in &row.map {
@@ -470,7 +465,7 @@ mod tests {
         }
         let mean = |method: &str, column: usize| {
             let row = table.rows.iter().find(|r| r.method == method).expect("row");
-            crate::eval::bench::mean_std(&row.map[column])
+            mean_std(&row.map[column])
                 .expect("values")
                 .0
         };

@@ -9,9 +9,10 @@
 
 use std::fmt::Write as _;
 
+use orbhash_cli::Table;
 use serde::{Deserialize, Serialize};
 
-use super::EvalReport;
+use crate::eval::EvalReport;
 
 /// The methods of issue 5, in the order the table lists them.
 pub const STANDARD_METHODS: [&str; 5] = ["LSH", "ITQ", "DPSH", "classification-only", "DHCNN"];
@@ -147,44 +148,15 @@ impl BenchTable {
 
     /// A plain-text table for the terminal.
     pub fn to_terminal(&self) -> String {
-        let header = self.header();
-        let cells = self.cells();
-        let widths: Vec<usize> = (0..header.len())
-            .map(|c| {
-                std::iter::once(&header[c])
-                    .chain(cells.iter().map(|r| &r[c]))
-                    .map(|s| s.chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let line = |row: &[String]| {
-            let mut out = String::new();
-            for (c, (text, w)) in row.iter().zip(&widths).enumerate() {
-                let pad = w - text.chars().count();
-                if c == 0 {
-                    let _ = write!(out, "{text}{}", " ".repeat(pad));
-                } else {
-                    let _ = write!(out, "  {}{text}", " ".repeat(pad));
-                }
-            }
-            out.trim_end().to_string()
-        };
-        let mut out = format!(
-            "retrieval benchmark on {} ({})\n",
+        let mut table = Table::new(self.header());
+        for row in self.cells() {
+            table.row(row);
+        }
+        format!(
+            "retrieval benchmark on {} ({})\n{table}",
             self.dataset,
             self.seeds_note()
-        );
-        let _ = writeln!(out, "{}", line(&header));
-        let _ = writeln!(
-            out,
-            "{}",
-            "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1))
-        );
-        for row in &cells {
-            let _ = writeln!(out, "{}", line(row));
-        }
-        out
+        )
     }
 
     /// A GitHub-flavoured markdown table for docs/results.md.
