@@ -61,7 +61,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ground(args) => orbhash_ground::cli::run(args),
         Command::Train(args) => crate::train::cli::run(*args),
         Command::Eval(args) => crate::eval::cli::run(&args),
-        Command::Bench(BenchCommand::Retrieval(args)) => crate::eval::cli::run_retrieval_bench(&args),
+        Command::Bench(BenchCommand::Retrieval(args)) => {
+            crate::eval::cli::run_retrieval_bench(&args)
+        }
         Command::Bench(BenchCommand::TrainStep(args)) => crate::train::cli::run_train_step(&args),
         Command::Weights(command) => crate::model::cli::run(command),
         Command::Export(args) => crate::export::cli::run(&args),

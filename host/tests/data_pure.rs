@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use geo_types::{coord, LineString, MultiPolygon, Polygon};
+use orbhash_contract::raster::{read_image, Georeference};
 use orbhash_host::data::folder::{BadFilePolicy, ImageFolder, LoaderOptions, SplitSource};
 use orbhash_host::data::geo::{jp2_georef, write_u16_tiff, GeoTransform};
 use orbhash_host::data::gpkg::{gpkg_wkb, read_polygons};
@@ -12,7 +13,6 @@ use orbhash_host::data::preprocess::{dihedral, Augment, BandScale, InputSpec};
 use orbhash_host::data::rasterize::{burn_all, LabelGrid};
 use orbhash_host::data::split::{blocked_split, per_class_split, query_count, rng, Footprint};
 use orbhash_host::data::{DataError, SplitName};
-use orbhash_contract::raster::{read_image, Georeference};
 
 /// Unit pixels, north-up, map y = 10 at the top row's upper edge.
 const GRID: GeoTransform = GeoTransform {

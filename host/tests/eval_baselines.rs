@@ -119,7 +119,7 @@ fn bad_input_is_a_typed_error() {
     assert!(lsh(&features, 4, 1).unwrap().encode(&narrow).is_err());
 }
 
-/// `cargo test --release -p orbhash-host --no-default-features --test eval_baselines -- --ignored
+/// `cargo test --release -p orbhash-host --test eval_baselines -- --ignored
 /// --nocapture`: fitting cost at a realistic size (5,000 × 1,280 features, as AID's database
 /// with EfficientNet-Lite0 features).
 #[test]

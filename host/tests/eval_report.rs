@@ -41,6 +41,20 @@ fn split(flip: f64) -> (CodeSet, Vec<usize>, CodeSet, Vec<usize>, Vec<Vec<f32>>)
     )
 }
 
+/// DHCNN's report on the low-noise [`split`], class scores included.
+fn dhcnn_report() -> EvalReport {
+    let (db, dl, q, ql, scores) = split(0.1);
+    evaluate(
+        &db,
+        &dl,
+        &q,
+        &ql,
+        Some(&scores),
+        &EvalOptions::new("DHCNN", "toy"),
+    )
+    .unwrap()
+}
+
 /// Equal up to the last bit of each float: serde_json's default float parser (no
 /// `float_roundtrip` feature) may read a printed f64 back one ulp off.
 fn assert_same(a: &EvalReport, b: &EvalReport) {
@@ -82,16 +96,7 @@ fn assert_same(a: &EvalReport, b: &EvalReport) {
 
 #[test]
 fn evaluate_builds_a_complete_report() {
-    let (db, dl, q, ql, scores) = split(0.1);
-    let report = evaluate(
-        &db,
-        &dl,
-        &q,
-        &ql,
-        Some(&scores),
-        &EvalOptions::new("DHCNN", "toy"),
-    )
-    .unwrap();
+    let report = dhcnn_report();
     assert_eq!(
         (report.bits, report.database, report.queries),
         (32, 160, 40)
@@ -227,16 +232,7 @@ fn bench_table_terminal_and_markdown() {
 
 #[test]
 fn bench_table_takes_reports() {
-    let (db, dl, q, ql, scores) = split(0.1);
-    let report = evaluate(
-        &db,
-        &dl,
-        &q,
-        &ql,
-        Some(&scores),
-        &EvalOptions::new("DHCNN", "toy"),
-    )
-    .unwrap();
+    let report = dhcnn_report();
     let mut table = BenchTable::new("toy", &[16, 32]);
     assert!(table.record(&report));
     let row = table.rows.iter().find(|r| r.method == "DHCNN").unwrap();
@@ -295,16 +291,7 @@ fn plots_are_written_as_png() {
     let dir = keep.unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&dir).unwrap();
 
-    let (db, dl, q, ql, scores) = split(0.1);
-    let good = evaluate(
-        &db,
-        &dl,
-        &q,
-        &ql,
-        Some(&scores),
-        &EvalOptions::new("DHCNN", "toy"),
-    )
-    .unwrap();
+    let good = dhcnn_report();
     let (db, dl, q, ql, _) = split(0.3);
     let worse = evaluate(&db, &dl, &q, &ql, None, &EvalOptions::new("LSH", "toy")).unwrap();
 

@@ -369,7 +369,7 @@ fn bad_input_is_a_typed_error() {
     ));
 }
 
-/// `cargo test --release -p orbhash-host --no-default-features --test eval_retrieval -- --ignored
+/// `cargo test --release -p orbhash-host --test eval_retrieval -- --ignored
 /// --nocapture`: the timing quoted in the evaluation docs (5,000 × 5,000 at 64 bits).
 #[test]
 #[ignore = "timing, run in release by hand"]

@@ -169,9 +169,8 @@ fn run_show(args: ShowArgs) -> anyhow::Result<()> {
                 args.seed
             );
             let counts = folder.counts();
-            let count = |label: usize, split: SplitName| {
-                counts.get(&(label, split)).copied().unwrap_or(0)
-            };
+            let count =
+                |label: usize, split: SplitName| counts.get(&(label, split)).copied().unwrap_or(0);
             let rows = folder.classes.iter().enumerate().map(|(label, name)| {
                 (
                     name.as_str(),

@@ -285,8 +285,8 @@ impl ImageFolder {
                 Err(error) => match self.bad_files {
                     BadFilePolicy::Fail => return Err(error),
                     BadFilePolicy::Skip => {
-                        // `{:#}`: the file, then every cause under it.
-                        let reason = format!("{:#}", anyhow::Error::from(error));
+                        // The file, then every cause under it.
+                        let reason = orbhash_cli::error_chain(&error);
                         eprintln!("warning: skipping {reason}");
                         skipped.push((entry.path.clone(), reason));
                         decoded.push(None);

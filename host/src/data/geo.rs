@@ -32,6 +32,27 @@ pub struct Raster {
 }
 
 impl Raster {
+    /// A raster read from `path`; fails when the decoder gave other than `width × height` samples.
+    fn new(
+        path: &Path,
+        width: usize,
+        height: usize,
+        data: Vec<f32>,
+        geo: GeoTransform,
+        crs: String,
+    ) -> Result<Self> {
+        if data.len() != width * height {
+            return Err(DataError::format(path, "pixel count does not match size"));
+        }
+        Ok(Self {
+            width,
+            height,
+            data,
+            geo,
+            crs,
+        })
+    }
+
     pub fn get(&self, col: usize, row: usize) -> f32 {
         self.data[row * self.width + col]
     }
@@ -96,17 +117,7 @@ pub fn read_geotiff(path: &Path) -> Result<Raster> {
             _ => v,
         })
         .collect();
-    let (width, height) = (width as usize, height as usize);
-    if data.len() != width * height {
-        return Err(DataError::format(path, "pixel count does not match size"));
-    }
-    Ok(Raster {
-        width,
-        height,
-        data,
-        geo,
-        crs,
-    })
+    Raster::new(path, width as usize, height as usize, data, geo, crs)
 }
 
 /// A GeoTIFF's grid and CRS; fails when the file has no georeferencing.
@@ -140,19 +151,10 @@ pub fn read_jp2(path: &Path) -> Result<Raster> {
         .components()
         .first()
         .ok_or_else(|| DataError::format(path, "JPEG 2000 image has no component"))?;
-    let (width, height) = (component.width() as usize, component.height() as usize);
     // Raw code values, not `data_u16()`, which would rescale 15-bit data to the 16-bit range.
     let data: Vec<f32> = component.data().iter().map(|&v| v as f32).collect();
-    if data.len() != width * height {
-        return Err(DataError::format(path, "pixel count does not match size"));
-    }
-    Ok(Raster {
-        width,
-        height,
-        data,
-        geo,
-        crs,
-    })
+    let (width, height) = (component.width() as usize, component.height() as usize);
+    Raster::new(path, width, height, data, geo, crs)
 }
 
 /// Walks the JP2 box tree for the GeoJP2 UUID box (parsed as a GeoTIFF) or the GMLJP2 XML.

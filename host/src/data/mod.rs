@@ -2,7 +2,7 @@
 //! `<root>/<class>/<image>` tree (an "ImageFolder") as normalised `f32` tensors for training.
 //!
 //! Nothing here touches libtorch: images become plain CHW `Vec<f32>` buffers that training turns
-//! into tensors, so the ground-station build (`--no-default-features`) carries the whole module.
+//! into tensors, so loading and its tests stay independent of the network code.
 //!
 //! - [`builders`]: `s2-brandenburg` (Sentinel-2 + OpenStreetMap polygons) and `nc-landsat`
 //!   (Landsat 7 + a land-cover raster), each cut into labelled patches and written as an

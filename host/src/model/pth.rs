@@ -416,11 +416,12 @@ pub fn write_safetensors(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    safetensors::tensor::serialize_to_file(views, &Some(metadata), path)
-        .map_err(|source| PthError::Write {
+    safetensors::tensor::serialize_to_file(views, &Some(metadata), path).map_err(|source| {
+        PthError::Write {
             path: path.to_path_buf(),
             source,
-        })
+        }
+    })
 }
 
 #[cfg(test)]

@@ -263,7 +263,6 @@ pub struct TrainStepArgs {
     pub json: bool,
 }
 
-
 pub fn run_train_step(args: &TrainStepArgs) -> anyhow::Result<()> {
     let options = TrainStepOptions {
         config: TrainConfig {

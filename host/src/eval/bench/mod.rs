@@ -465,9 +465,7 @@ mod tests {
         }
         let mean = |method: &str, column: usize| {
             let row = table.rows.iter().find(|r| r.method == method).expect("row");
-            mean_std(&row.map[column])
-                .expect("values")
-                .0
+            mean_std(&row.map[column]).expect("values").0
         };
         // The clusters overlap enough that unsupervised codes stay well below what the labels
         // allow; every supervised method must use the labels.
