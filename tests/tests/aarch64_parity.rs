@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use orbhash_wire::{hamming, Decoder, OwnedEvent, Record};
 use orbhash_test_support::{missing, repo_root, s2_data_set};
+use orbhash_wire::{hamming, Decoder, OwnedEvent, Record};
 
 mod common;
 use common::{tiny_model, write_png, Precision};

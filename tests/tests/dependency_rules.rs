@@ -110,7 +110,11 @@ fn the_inference_library_links_neither_the_board_program_nor_libtorch() {
 fn the_board_binary_as_flown_links_neither_libtorch_nor_sqlite() {
     // Exactly the flight build's graph: aarch64, without the default `multithread` feature.
     for extra in [
-        &["--no-default-features", "--target", "aarch64-unknown-linux-gnu"][..],
+        &[
+            "--no-default-features",
+            "--target",
+            "aarch64-unknown-linux-gnu",
+        ][..],
         &[][..],
     ] {
         let dependencies = dependencies_of("orbhash-edge", extra);

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use orbhash_edge::link::{LinkTarget, Simulation};
 use orbhash_edge::run::{run, RunOptions};
-use orbhash_host::export::onnx::WeightScaling;
-use orbhash_host::export::{export, verify, Calibration, ExportOptions};
 use orbhash_ground::ingest::{ingest_files, IngestOptions};
 use orbhash_ground::search::{run_query, Method, Query, QuerySpec, SearchSpec};
+use orbhash_host::export::onnx::WeightScaling;
+use orbhash_host::export::{export, verify, Calibration, ExportOptions};
 use orbhash_host::model::backbone::BackboneKind;
 use orbhash_host::torch::DeviceChoice;
 use orbhash_host::train::{train, TrainConfig};
@@ -52,6 +52,7 @@ fn train_export_hash_downlink_ingest_and_find_a_tile_by_its_image() {
         weights: WeightScaling::PerChannel,
         keep_f32: vec![],
         bias_correction: true,
+        pretrained: None,
     };
     let (f32_file, f32_model) = export(&options("f32.onnx", false)).expect("exports f32");
     let report = verify::verify(&outcome.checkpoint, &f32_model, None).expect("verifies");

@@ -8,9 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use orbhash_infer::OnnxModel;
 use orbhash_contract::card::ModelCard;
 use orbhash_contract::raster::read_image;
+use orbhash_infer::OnnxModel;
 use orbhash_test_support::{missing, repo_root};
 use tract_onnx::prelude::Tensor;
 

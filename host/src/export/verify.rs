@@ -14,8 +14,8 @@ use tch::{Device, Tensor};
 
 use crate::data::folder::Dataset;
 use crate::data::SplitName;
+use crate::eval::checkpoint::{hash_dataset, HashedDataset};
 use crate::train::checkpoint::Checkpoint;
-use crate::train::evaluate::{hash_dataset, HashedDataset};
 use crate::train::trainer::load_dataset;
 
 use super::ExportedModel;

@@ -390,7 +390,7 @@ mod tests {
     #[test]
     fn imported_weights_reproduce_the_reference_implementation() {
         crate::torch::init_for_tests();
-        let Some([checkpoint]) = crate::assets::require_or_skip(
+        let Some([checkpoint]) = orbhash_test_support::require_all(
             [crate::assets::efficientnet_lite0_checkpoint_path()],
             "run scripts/setup.sh",
         ) else {

@@ -10,9 +10,3 @@ pub mod step_bench;
 pub mod trainer;
 
 pub use trainer::{train, TrainConfig, TrainOutcome};
-
-/// Where hashing a data set with a checkpoint used to live. It is evaluation's now
-/// ([`crate::eval::checkpoint`]); this path is kept only until `export::verify` imports from there.
-pub mod evaluate {
-    pub use crate::eval::checkpoint::{hash_dataset, HashedDataset};
-}

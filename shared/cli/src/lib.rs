@@ -45,7 +45,13 @@ impl Table {
     pub fn new<S: Into<String>>(header: impl IntoIterator<Item = S>) -> Self {
         let header: Vec<String> = header.into_iter().map(Into::into).collect();
         let align = (0..header.len())
-            .map(|column| if column == 0 { Align::Left } else { Align::Right })
+            .map(|column| {
+                if column == 0 {
+                    Align::Left
+                } else {
+                    Align::Right
+                }
+            })
             .collect();
         Self {
             header,
@@ -124,8 +130,13 @@ mod tests {
     #[test]
     fn the_chain_names_every_cause_in_order() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
-        let error = anyhow::Error::new(io).context("pass.bin").context("cannot ingest");
-        assert_eq!(error_chain(error.as_ref()), "cannot ingest: pass.bin: no such file");
+        let error = anyhow::Error::new(io)
+            .context("pass.bin")
+            .context("cannot ingest");
+        assert_eq!(
+            error_chain(error.as_ref()),
+            "cannot ingest: pass.bin: no such file"
+        );
         assert_eq!(error_chain(error.as_ref()), format!("{error:#}"));
     }
 

@@ -521,31 +521,11 @@ mod tests {
         );
     }
 
-    /// A file of the real data set, or `None` with the reason printed; under `CI=true` a
-    /// missing file fails the test instead, so CI never passes on a skip.
-    fn real_asset(relative: &str) -> Option<PathBuf> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../..")
-            .join(relative);
-        if path.is_file() {
-            return Some(path);
-        }
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{} is missing (run scripts/setup.sh)",
-            path.display()
-        );
-        println!(
-            "skipped: {} is missing (run scripts/setup.sh)",
-            path.display()
-        );
-        None
-    }
-
     #[test]
     fn the_real_scene_reads_as_four_unnamed_georeferenced_bands() {
-        let Some(path) = real_asset(".cache/data/s2-brandenburg/scenes/T33UUU_20170216T102101.tif")
-        else {
+        let Some(path) = orbhash_test_support::asset(
+            ".cache/data/s2-brandenburg/scenes/T33UUU_20170216T102101.tif",
+        ) else {
             return;
         };
         let image = read_image(&path).expect("reads");

@@ -27,6 +27,7 @@ pub fn in_ci() -> bool {
 /// Reports a real asset (or tool) the test needs and does not have: under CI it panics, failing
 /// the test; elsewhere it prints `skipped: ...` so the caller can return. `what` says what is
 /// missing and how to get it.
+#[track_caller]
 pub fn missing(what: &str) {
     assert!(
         !in_ci(),
@@ -35,17 +36,27 @@ pub fn missing(what: &str) {
     println!("skipped: {what}");
 }
 
-/// `relative` (to the repository root) when it exists; otherwise [`missing`] and `None`.
-pub fn asset(relative: &str) -> Option<PathBuf> {
-    let path = repo_root().join(relative);
-    if path.exists() {
-        Some(path)
-    } else {
-        missing(&format!(
-            "{relative} is missing (run scripts/setup.sh, then scripts/datasets.sh)"
-        ));
-        None
+/// `Some(paths)` when every one exists; otherwise [`missing`] for the first absent one (with
+/// `how_to_get`, e.g. "run scripts/setup.sh") and `None`.
+#[track_caller]
+pub fn require_all<const N: usize>(paths: [PathBuf; N], how_to_get: &str) -> Option<[PathBuf; N]> {
+    match paths.iter().find(|path| !path.exists()) {
+        None => Some(paths),
+        Some(absent) => {
+            missing(&format!("{} is missing ({how_to_get})", absent.display()));
+            None
+        }
     }
+}
+
+/// `relative` (to the repository root) when it exists; otherwise [`missing`] and `None`.
+#[track_caller]
+pub fn asset(relative: &str) -> Option<PathBuf> {
+    let [path] = require_all(
+        [repo_root().join(relative)],
+        "run scripts/setup.sh, then scripts/datasets.sh",
+    )?;
+    Some(path)
 }
 
 /// The real data set `s2-brandenburg` and the scene its patches were cut from (the first by

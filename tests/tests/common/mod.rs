@@ -2,12 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
+pub use orbhash_contract::card::Precision;
 use orbhash_host::export::onnx::WeightScaling;
 use orbhash_host::export::{export, Calibration, ExportOptions};
 use orbhash_host::model::backbone::BackboneKind;
 use orbhash_host::torch::DeviceChoice;
 use orbhash_host::train::{train, TrainConfig};
-pub use orbhash_contract::card::Precision;
 
 /// A deterministic RGB noise image; `seed` picks the pattern.
 pub fn write_png(path: &Path, width: u32, height: u32, seed: u32) {
@@ -61,6 +61,7 @@ pub fn tiny_model(dir: &Path, tile: u32, precision: Precision) -> PathBuf {
         weights: WeightScaling::PerChannel,
         keep_f32: vec![],
         bias_correction: true,
+        pretrained: None,
     })
     .expect("exports");
     out
