@@ -411,28 +411,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use orbhash_contract::card::{
-        Calibration, CardFormat, ConvKind, Precision, Quantisation, TileSpec, Training,
-        WeightScaling,
+        Calibration, ConvKind, Precision, Quantisation, Training, WeightScaling,
     };
-    use orbhash_contract::input::{BandScale, InputSpec};
-    use orbhash_wire::ModelId;
 
     #[test]
     fn inspect_says_how_a_file_was_quantised() {
         let card = ModelCard {
-            format: CardFormat,
-            model_id: ModelId::of_model(b"graph"),
-            bits: 64,
-            classes: vec!["farm".into(), "water".into()],
-            input: InputSpec::multispectral(128, vec![0, 1, 2], vec![BandScale::U16; 3]),
-            band_names: ["B04", "B03", "B02", "B08"].map(String::from).to_vec(),
-            tile: TileSpec {
-                size: 32,
-                stride: 32,
-            },
             precision: Precision::Int8,
-            dataset: "s2-brandenburg".into(),
-            dataset_manifest_sha256: None,
             training: Training {
                 pretrained_sha256: Some("ab".repeat(32)),
                 config: Default::default(),
@@ -449,7 +434,7 @@ mod tests {
                 },
                 bias_correction: false,
             }),
-            exporter: "orbhash 0.1.0".into(),
+            ..crate::source::tests::s2_card()
         };
         let text = describe_card(&card);
         for line in [

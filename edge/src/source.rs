@@ -287,14 +287,14 @@ impl TileSource {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use orbhash_contract::card::{CardFormat, Precision, Training};
     use orbhash_contract::input::{BandScale, InputSpec};
     use orbhash_wire::ModelId;
 
-    /// The shipped Sentinel-2 models' card, in what matters here: bands and grid.
-    fn s2_card() -> ModelCard {
+    /// The shipped Sentinel-2 models' card, in what matters here: bands and grid (f32).
+    pub(crate) fn s2_card() -> ModelCard {
         ModelCard {
             format: CardFormat,
             model_id: ModelId::of_model(b"graph"),

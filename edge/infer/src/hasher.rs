@@ -232,17 +232,7 @@ mod tests {
     use orbhash_wire::ModelId;
     use tract_onnx::pb;
 
-    /// `source()` after `source()`, as anyhow's `{:#}` prints them.
-    fn chain(error: &dyn std::error::Error) -> String {
-        let mut text = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
-    }
+    use orbhash_cli::error_chain as chain;
 
     /// image (N×1×2×2) → flatten → 16 hash activations and 2 class probabilities.
     fn graph() -> pb::GraphProto {

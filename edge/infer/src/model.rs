@@ -269,35 +269,41 @@ fn fixed_batch_shape(model: &InferenceModel, batch: usize) -> TractResult<Vec<us
     Ok(shape)
 }
 
-/// Tiny ONNX graphs for this crate's tests. The exporter (`orbhash-host`) is the only producer
-/// of real graphs and has its own writer; these are the few lines a test needs.
+/// The declaration of an f32 graph input or output: `name` with the given dimensions (fixed or
+/// named). The exporter writes its graphs' inputs and outputs with it, and this crate reads them
+/// back with the same shape rules, so the declaration lives beside the reader.
+pub fn f32_value_info(
+    name: &str,
+    dims: Vec<tract_onnx::pb::tensor_shape_proto::dimension::Value>,
+) -> tract_onnx::pb::ValueInfoProto {
+    use tract_onnx::pb;
+    pb::ValueInfoProto {
+        name: name.to_string(),
+        r#type: Some(pb::TypeProto {
+            denotation: String::new(),
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .into_iter()
+                        .map(|value| pb::tensor_shape_proto::Dimension {
+                            denotation: String::new(),
+                            value: Some(value),
+                        })
+                        .collect(),
+                }),
+            })),
+        }),
+        doc_string: String::new(),
+    }
+}
+
+/// Tiny ONNX graphs for this crate's tests; the exporter (`orbhash-host`) is the only producer
+/// of real graphs.
 #[cfg(test)]
 pub(crate) mod test_graphs {
+    pub use super::f32_value_info;
     use tract_onnx::pb;
-    use tract_onnx::pb::tensor_shape_proto::dimension::Value;
-
-    /// An f32 graph input or output named `name` with the given dimensions.
-    pub fn f32_value_info(name: &str, dims: Vec<Value>) -> pb::ValueInfoProto {
-        pb::ValueInfoProto {
-            name: name.to_string(),
-            r#type: Some(pb::TypeProto {
-                denotation: String::new(),
-                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                    elem_type: pb::tensor_proto::DataType::Float as i32,
-                    shape: Some(pb::TensorShapeProto {
-                        dim: dims
-                            .into_iter()
-                            .map(|value| pb::tensor_shape_proto::Dimension {
-                                denotation: String::new(),
-                                value: Some(value),
-                            })
-                            .collect(),
-                    }),
-                })),
-            }),
-            doc_string: String::new(),
-        }
-    }
 
     /// An f32 initializer.
     pub fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> pb::TensorProto {

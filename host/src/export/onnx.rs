@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 
 use orbhash_contract::card::{HASH_OUTPUT, IMAGE_INPUT, PROBS_OUTPUT};
+use orbhash_infer::model::f32_value_info;
 use prost::Message;
 use tract_onnx::pb;
 use tract_onnx::pb::tensor_proto::DataType;
@@ -99,33 +100,6 @@ impl KeepF32 {
             Self::Project => conv.kernel == 1 && !conv.relu6,
             Self::None => false,
         }
-    }
-}
-
-/// The declaration of an f32 graph input or output: `name` with the given dimensions (fixed or
-/// named). The exporter is the only producer of graphs, so this lives with it.
-pub fn f32_value_info(
-    name: &str,
-    dims: Vec<pb::tensor_shape_proto::dimension::Value>,
-) -> pb::ValueInfoProto {
-    pb::ValueInfoProto {
-        name: name.to_string(),
-        r#type: Some(pb::TypeProto {
-            denotation: String::new(),
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: DataType::Float as i32,
-                shape: Some(pb::TensorShapeProto {
-                    dim: dims
-                        .into_iter()
-                        .map(|value| pb::tensor_shape_proto::Dimension {
-                            denotation: String::new(),
-                            value: Some(value),
-                        })
-                        .collect(),
-                }),
-            })),
-        }),
-        doc_string: String::new(),
     }
 }
 

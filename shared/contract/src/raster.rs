@@ -431,17 +431,7 @@ mod tests {
         assert_eq!(image.window(u32::MAX, 0, 2, 1), None);
     }
 
-    /// `source()` after `source()`, as anyhow's `{:#}` prints them.
-    fn chain(error: &dyn std::error::Error) -> String {
-        let mut text = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
-    }
+    use orbhash_cli::error_chain as chain;
 
     #[test]
     fn an_unreadable_file_names_its_cause_once() {
