@@ -9,7 +9,7 @@
 //! ```json
 //! {
 //!   "format": "orbhash-model-card-2",
-//!   "model_id": "206f1d4fd37eba06",
+//!   "model_id": "7d87a44243047b2a",
 //!   "bits": 64,
 //!   "classes": ["farm", "forest", "grass", "meadow", "residential", "scrub", "water"],
 //!   "input": {"size": 128, "bands": [0, 1, 2], "scale": [{"low": 624.0, "high": 1936.0}, ...],
