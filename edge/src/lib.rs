@@ -13,5 +13,3 @@ pub mod link;
 pub mod queue;
 pub mod run;
 pub mod source;
-
-pub use orbhash_cli::error_chain;

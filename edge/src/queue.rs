@@ -33,7 +33,7 @@ use orbhash_wire::{Decoder, OwnedEvent};
 pub const SEGMENT_BYTES: u64 = 64 * 1024;
 const ENTRY_HEADER: u64 = 8;
 // The wire format's CRC-32C, so packets and queue entries share one definition.
-use orbhash_wire::{CRC32C as CASTAGNOLI, SEQUENCE_MODULUS};
+use orbhash_wire::{CRC32C, SEQUENCE_MODULUS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -95,7 +95,7 @@ fn intact_entries(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         let start = offset + ENTRY_HEADER as usize;
         let payload = bytes.get(start..start.checked_add(len)?)?;
-        if CASTAGNOLI.checksum(payload) != crc {
+        if CRC32C.checksum(payload) != crc {
             return None;
         }
         let entry = (offset as u64, payload);
@@ -341,7 +341,7 @@ impl Queue {
         })?;
         let mut entry = Vec::with_capacity(frame.len() + ENTRY_HEADER as usize);
         entry.extend_from_slice(&len.to_le_bytes());
-        entry.extend_from_slice(&CASTAGNOLI.checksum(frame).to_le_bytes());
+        entry.extend_from_slice(&CRC32C.checksum(frame).to_le_bytes());
         entry.extend_from_slice(frame);
         file.write_all(&entry)
             .and_then(|()| file.sync_data())

@@ -22,10 +22,10 @@ use orbhash_wire::{MacKey, PacketContext, PacketWriter, Record, TilePosition, Wr
 use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 
-use crate::error_chain;
 use crate::link::{ChannelStats, Link, LinkTarget, Simulation};
 use crate::queue::{Queue, QueueError, QueueStats};
 use crate::source::{SourceError, Tile, TileProblem, TileSource};
+use orbhash_cli::error_chain;
 use orbhash_infer::hasher::{Hashed, Hasher, HasherError};
 
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@ use orbhash_contract::card::{BandMatch, BandMismatch, ModelCard, TileSpec};
 use orbhash_contract::raster::{read_image, RasterError, RawImage};
 use orbhash_wire::{scene_id_of, MapCoordinates, TileGrid};
 
-use crate::error_chain;
+use orbhash_cli::error_chain;
 
 /// One tile ready for preprocessing.
 #[derive(Debug, Clone)]

@@ -646,7 +646,7 @@ async fn serve(
             done = tasks.join_next(), if !tasks.is_empty() => {
                 ended += 1;
                 if let Some(Ok(Err(error))) = done {
-                    eprintln!("orbhash ground: {}", crate::error_chain(&error));
+                    eprintln!("orbhash ground: {}", orbhash_cli::error_chain(&error));
                 }
             }
             _ = &mut ctrl_c => {

@@ -156,8 +156,6 @@ pub fn parse_model_id(text: &str) -> Result<ModelId> {
     })
 }
 
-pub(crate) use orbhash_cli::error_chain;
-
 /// Milliseconds since the Unix epoch, now (0 if the clock is before 1970).
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()

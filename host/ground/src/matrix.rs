@@ -191,7 +191,7 @@ impl CodeMatrix {
             }
             Err(error) => (
                 Self::new(model.model_id, model.code_bits),
-                MatrixSource::Rebuilt(crate::error_chain(&error)),
+                MatrixSource::Rebuilt(orbhash_cli::error_chain(&error)),
             ),
         };
         let before = matrix.len();

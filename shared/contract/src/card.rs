@@ -18,11 +18,11 @@
 //!   "tile": {"size": 32, "stride": 32},
 //!   "precision": "int8",
 //!   "dataset": "s2-brandenburg",
-//!   "dataset_manifest_sha256": "88ef…0995",
+//!   "dataset_manifest_sha256": "4ba8…6308",
 //!   "training": {"pretrained_sha256": "…", "config": {"backbone": "effnet-lite0", "bits": 64, ...}},
 //!   "quantisation": {"weights": "per-channel", "keep_f32": ["stem", "depthwise"],
 //!                    "calibration": {"method": "min-max", "tiles": 159, "dataset": "s2-brandenburg",
-//!                                    "dataset_manifest_sha256": "88ef…0995", "split": "database"},
+//!                                    "dataset_manifest_sha256": "4ba8…6308", "split": "database"},
 //!                    "bias_correction": true},
 //!   "exporter": "orbhash 0.1.0"
 //! }
