@@ -24,6 +24,20 @@ impl Augment {
         !self.flips && !self.rot90
     }
 
+    /// The elements of the dihedral group ([`dihedral`]'s `k`) this augmentation draws from,
+    /// the identity first.
+    pub fn orientations(&self) -> Vec<u8> {
+        match (self.flips, self.rot90) {
+            (false, false) => vec![0],
+            // Rotations only: 0, 90, 180, 270 degrees.
+            (false, true) => vec![0, 2, 4, 6],
+            // Flips only: identity, horizontal flip, vertical flip (= 180° + horizontal flip),
+            // both (= 180°).
+            (true, false) => vec![0, 1, 5, 4],
+            (true, true) => (0..8).collect(),
+        }
+    }
+
     /// A random transform of a square CHW image (`channels` × `size` × `size`).
     pub fn apply(
         &self,
@@ -32,16 +46,8 @@ impl Augment {
         size: usize,
         rng: &mut impl RngCore,
     ) -> Vec<f32> {
-        let draw = rng.next_u32();
-        let k = match (self.flips, self.rot90) {
-            (false, false) => 0,
-            // Rotations only: 0, 90, 180, 270 degrees.
-            (false, true) => ((draw % 4) << 1) as u8,
-            // Flips only: identity, horizontal flip, vertical flip (= 180° + horizontal flip),
-            // both (= 180°).
-            (true, false) => [0u8, 1, 5, 4][(draw % 4) as usize],
-            (true, true) => (draw % 8) as u8,
-        };
+        let orientations = self.orientations();
+        let k = orientations[rng.next_u32() as usize % orientations.len()];
         dihedral(chw, channels, size, k)
     }
 }

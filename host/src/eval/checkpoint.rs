@@ -13,7 +13,7 @@ use crate::data::SplitName;
 use crate::torch::{select_device, DeviceChoice};
 use crate::train::checkpoint::{restore_network, Checkpoint};
 use crate::train::network::Head;
-use crate::train::trainer::{backbone_features, load_dataset};
+use crate::train::trainer::{backbone_features, load_dataset_as_trained};
 
 use super::{evaluate, CodeSet, EvalOptions, EvalReport};
 
@@ -40,7 +40,7 @@ pub fn hash_dataset(
     if let Some(data) = data {
         config.data = data.to_path_buf();
     }
-    let dataset = load_dataset(&config)?;
+    let dataset = load_dataset_as_trained(&config, &checkpoint.info.input)?;
     anyhow::ensure!(
         dataset.classes == checkpoint.info.classes,
         "{} has classes {:?}, the checkpoint was trained on {:?}",

@@ -10,6 +10,7 @@ use crate::torch::DeviceChoice;
 use crate::train::cli::pretrained_weights;
 use crate::train::loss::{Combination, LossConfig};
 use crate::train::schedule::Schedule;
+use crate::train::trainer::BackboneTraining;
 use crate::train::TrainConfig;
 
 use super::bench::{retrieval_bench, write_outcome, Method, RetrievalBenchOptions};
@@ -140,6 +141,7 @@ impl RetrievalBenchArgs {
                     eta: self.eta,
                     beta: self.beta,
                 },
+                ..LossConfig::default()
             },
             schedule: Schedule::LogDecay {
                 start: self.lr,
@@ -149,7 +151,7 @@ impl RetrievalBenchArgs {
             weight_decay: self.weight_decay,
             batch_size: self.batch_size,
             epochs: self.epochs,
-            freeze_backbone: true,
+            backbone_training: BackboneTraining::Frozen,
             ..TrainConfig::default()
         };
         let methods = if self.methods.is_empty() {

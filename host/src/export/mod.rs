@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use crate::data::folder::Dataset;
 use crate::data::{Manifest, SplitName};
 use crate::train::checkpoint::Checkpoint;
-use crate::train::trainer::{load_dataset, plain_images};
+use crate::train::trainer::{load_dataset_as_trained, plain_images};
 
 use graph::Network;
 use onnx::{KeepF32, Range, WeightScaling};
@@ -110,7 +110,7 @@ pub fn export(options: &ExportOptions) -> anyhow::Result<(Exported, ExportedMode
     let (bytes, card) = if options.int8 {
         let mut config = checkpoint.info.config.clone();
         config.data = data_dir.clone();
-        let dataset = load_dataset(&config)?;
+        let dataset = load_dataset_as_trained(&config, &checkpoint.info.input)?;
         let indices: Vec<usize> = dataset
             .indices(SplitName::Database)
             .into_iter()

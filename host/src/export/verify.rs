@@ -16,7 +16,7 @@ use crate::data::folder::Dataset;
 use crate::data::SplitName;
 use crate::eval::checkpoint::{hash_dataset, HashedDataset};
 use crate::train::checkpoint::Checkpoint;
-use crate::train::trainer::load_dataset;
+use crate::train::trainer::load_dataset_as_trained;
 
 use super::ExportedModel;
 
@@ -83,7 +83,7 @@ pub fn verify(
     if let Some(data) = data {
         config.data = data.to_path_buf();
     }
-    let dataset = load_dataset(&config)?;
+    let dataset = load_dataset_as_trained(&config, &checkpoint.info.input)?;
     let reference = hash_dataset(&checkpoint, Some(&config.data), Device::Cpu)?;
     let reference_hash: Vec<f32> = Vec::try_from(reference.codes.flatten(0, -1))?;
     let reference_probs: Vec<f32> = match &reference.probabilities {

@@ -97,7 +97,14 @@ pub const SMALL_CNN_LAYERS: [i64; 4] = [1, 2, 4, 4];
 /// A backbone network built into a variable store.
 pub struct Backbone {
     kind: BackboneKind,
-    network: Box<dyn ModuleT + Send>,
+    network: Network,
+}
+
+/// EfficientNet is kept as its own type so that its blocks can be run apart (the fixed part
+/// once, the trained part per step); the others only run whole.
+enum Network {
+    Effnet(EfficientNetLite0),
+    Whole(Box<dyn ModuleT + Send>),
 }
 
 impl fmt::Debug for Backbone {
@@ -109,42 +116,123 @@ impl fmt::Debug for Backbone {
 }
 
 impl Backbone {
-    pub fn new(path: &nn::Path, kind: BackboneKind) -> Self {
-        let network: Box<dyn ModuleT + Send> = match kind {
-            BackboneKind::EffnetLite0 => {
-                Box::new(EfficientNetLite0::new(path, &EfficientNetConfig::default()))
+    /// The `kind` network for `channels` input bands. Only EfficientNet-Lite0 takes other than
+    /// three: its stem is widened ([`load_pretrained`] says how the extra filters start).
+    pub fn new(path: &nn::Path, kind: BackboneKind, channels: usize) -> anyhow::Result<Self> {
+        if channels != 3 && kind != BackboneKind::EffnetLite0 {
+            anyhow::bail!(
+                "the {kind} backbone takes 3 bands (red, green, blue), not {channels}: train it \
+                 with --bands rgb, or use effnet-lite0, whose stem widens to every band"
+            );
+        }
+        let network = match kind {
+            BackboneKind::EffnetLite0 => Network::Effnet(EfficientNetLite0::new(
+                path,
+                &EfficientNetConfig {
+                    input_channels: channels as i64,
+                    ..Default::default()
+                },
+            )),
+            BackboneKind::Alexnet => Network::Whole(Box::new(alexnet_fc7(path))),
+            BackboneKind::Resnet18 => {
+                Network::Whole(Box::new(tch::vision::resnet::resnet18_no_final_layer(path)))
             }
-            BackboneKind::Alexnet => Box::new(alexnet_fc7(path)),
-            BackboneKind::Resnet18 => Box::new(tch::vision::resnet::resnet18_no_final_layer(path)),
-            BackboneKind::SmallCnn => Box::new(small_cnn(path)),
+            BackboneKind::SmallCnn => Network::Whole(Box::new(small_cnn(path))),
         };
-        Self { kind, network }
+        Ok(Self { kind, network })
     }
 
     pub fn kind(&self) -> BackboneKind {
         self.kind
     }
 
-    /// `[batch, feature_size]` features of a `[batch, 3, height, width]` normalised batch.
+    /// `[batch, feature_size]` features of a `[batch, channels, height, width]` normalised batch.
     pub fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.network.forward_t(xs, train)
+        match &self.network {
+            Network::Effnet(network) => network.features_t(xs, train),
+            Network::Whole(network) => network.forward_t(xs, train),
+        }
+    }
+
+    /// EfficientNet-Lite0 itself, for running its blocks apart; `None` for other kinds.
+    pub fn efficientnet(&self) -> Option<&EfficientNetLite0> {
+        match &self.network {
+            Network::Effnet(network) => Some(network),
+            Network::Whole(_) => None,
+        }
     }
 }
 
 /// Loads pretrained weights into the variables of a store whose names match the file's; extra
 /// tensors in the file (an ImageNet head, batch-norm counters) are ignored.
+///
+/// A convolution of the store that takes more input channels than the file's three-channel one
+/// (the EfficientNet stem widened to NIR, SWIR) starts from the pretrained filters: each extra
+/// channel gets the mean of the red, green and blue filters, and all channels are scaled by
+/// 3/N. The response to a tile whose bands are all alike is then the pretrained response, so the
+/// network starts where ImageNet left it, and the extra bands enter as another view of brightness
+/// and texture that training can sharpen.
 pub fn load_pretrained(store: &mut nn::VarStore, weights: &Path) -> anyhow::Result<()> {
-    let missing = store
-        .load_partial(weights)
-        .with_context(|| format!("cannot load pretrained weights {}", weights.display()))?;
+    let file: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(weights)
+        .with_context(|| format!("cannot load pretrained weights {}", weights.display()))?
+        .into_iter()
+        .collect();
+    let variables = store.variables();
+    let mut missing: Vec<&String> = variables
+        .keys()
+        .filter(|name| !file.contains_key(*name))
+        .collect();
+    missing.sort();
     anyhow::ensure!(
         missing.is_empty(),
         "{} lacks {} of the backbone's tensors (first: {}); is it the right architecture?",
         weights.display(),
         missing.len(),
-        missing.first().map_or("", String::as_str)
+        missing.first().map_or("", |name| name.as_str())
     );
-    Ok(())
+    tch::no_grad(|| -> anyhow::Result<()> {
+        for (name, variable) in &variables {
+            let Some(pretrained) = file.get(name) else {
+                continue;
+            };
+            let value = adapt_input_channels(pretrained, &variable.size()).with_context(|| {
+                format!(
+                    "{}: tensor {name} has shape {:?}, the backbone's {:?}; is it the right \
+                     architecture?",
+                    weights.display(),
+                    pretrained.size(),
+                    variable.size()
+                )
+            })?;
+            variable
+                .shallow_clone()
+                .f_copy_(&value.to_kind(variable.kind()).to_device(variable.device()))?;
+        }
+        Ok(())
+    })
+}
+
+/// `pretrained` as a tensor of `shape`: unchanged when the shapes agree; widened from 3 to N
+/// input channels as [`load_pretrained`] describes when only the input channels differ.
+fn adapt_input_channels(pretrained: &Tensor, shape: &[i64]) -> anyhow::Result<Tensor> {
+    let have = pretrained.size();
+    if have == shape {
+        return Ok(pretrained.shallow_clone());
+    }
+    let widenable = have.len() == 4
+        && shape.len() == 4
+        && have[1] == 3
+        && shape[1] > 3
+        && have[0] == shape[0]
+        && have[2..] == shape[2..];
+    anyhow::ensure!(widenable, "shapes differ");
+    let extra = shape[1] - 3;
+    let mean = pretrained.mean_dim(1, true, pretrained.kind());
+    let widened = Tensor::cat(
+        &[pretrained.shallow_clone(), mean.repeat([1, extra, 1, 1])],
+        1,
+    );
+    Ok(widened * (3.0 / shape[1] as f64))
 }
 
 fn alexnet_fc7(path: &nn::Path) -> impl ModuleT {
@@ -228,7 +316,7 @@ mod tests {
         crate::torch::init_for_tests();
         for kind in BackboneKind::ALL {
             let store = nn::VarStore::new(Device::Cpu);
-            let backbone = Backbone::new(&store.root(), kind);
+            let backbone = Backbone::new(&store.root(), kind, 3).expect("builds");
             // AlexNet needs a real-sized input for its 6x6 pooling to be meaningful.
             let side = if kind == BackboneKind::Alexnet {
                 224
@@ -247,15 +335,69 @@ mod tests {
     fn weights_of_another_architecture_are_refused_by_name() {
         crate::torch::init_for_tests();
         let source = nn::VarStore::new(Device::Cpu);
-        let _resnet = Backbone::new(&source.root(), BackboneKind::SmallCnn);
+        let _resnet = Backbone::new(&source.root(), BackboneKind::SmallCnn, 3).expect("builds");
         let dir = std::env::temp_dir().join(format!("orbhash-backbone-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let file = dir.join("small.safetensors");
         source.save(&file).expect("saves");
         let mut target = nn::VarStore::new(Device::Cpu);
-        let _effnet = Backbone::new(&target.root(), BackboneKind::EffnetLite0);
+        let _effnet = Backbone::new(&target.root(), BackboneKind::EffnetLite0, 3).expect("builds");
         let error = load_pretrained(&mut target, &file).expect_err("wrong architecture");
         assert!(error.to_string().contains("right architecture"), "{error}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_widened_stem_starts_from_the_pretrained_filters() {
+        crate::torch::init_for_tests();
+        let source = nn::VarStore::new(Device::Cpu);
+        let _rgb = Backbone::new(&source.root(), BackboneKind::EffnetLite0, 3).expect("builds");
+        let dir = std::env::temp_dir().join(format!("orbhash-widen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("rgb.safetensors");
+        source.save(&file).expect("saves");
+        let mut target = nn::VarStore::new(Device::Cpu);
+        let wide = Backbone::new(&target.root(), BackboneKind::EffnetLite0, 5).expect("builds");
+        load_pretrained(&mut target, &file).expect("widens");
+        std::fs::remove_dir_all(&dir).ok();
+        let stem = |store: &nn::VarStore| {
+            store
+                .variables()
+                .remove("_conv_stem.weight")
+                .expect("stem weight")
+        };
+        let (rgb_stem, wide_stem) = (stem(&source), stem(&target));
+        assert_eq!(wide_stem.size(), vec![32, 5, 3, 3]);
+        let rgb_part = wide_stem.narrow(1, 0, 3) * (5.0 / 3.0);
+        assert!((rgb_part - &rgb_stem).abs().max().double_value(&[]) < 1e-6);
+        let extra_filter = wide_stem.narrow(1, 4, 1) * (5.0 / 3.0);
+        let mean_filter = rgb_stem.mean_dim(1, true, Kind::Float);
+        assert!((extra_filter - mean_filter).abs().max().double_value(&[]) < 1e-6);
+        // A tile whose five bands are alike meets the pretrained stem's response to its RGB copy.
+        let plane = Tensor::randn([1, 1, 32, 32], (Kind::Float, Device::Cpu));
+        let response = |weight: &Tensor, channels: i64| {
+            plane
+                .repeat([1, channels, 1, 1])
+                .conv2d::<Tensor>(weight, None, 2, 1, 1, 1)
+        };
+        let gap = (response(&wide_stem, 5) - response(&rgb_stem, 3))
+            .abs()
+            .max();
+        assert!(gap.double_value(&[]) < 1e-5);
+        let features = tch::no_grad(|| {
+            wide.features_t(
+                &Tensor::zeros([1, 5, 64, 64], (Kind::Float, Device::Cpu)),
+                false,
+            )
+        });
+        assert_eq!(features.size(), vec![1, 1280]);
+    }
+
+    #[test]
+    fn only_effnet_takes_other_than_three_bands() {
+        crate::torch::init_for_tests();
+        let store = nn::VarStore::new(Device::Cpu);
+        let error = Backbone::new(&store.root(), BackboneKind::Resnet18, 4).expect_err("refused");
+        assert!(error.to_string().contains("--bands rgb"), "{error}");
     }
 }

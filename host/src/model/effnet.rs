@@ -87,6 +87,9 @@ pub enum Padding {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EfficientNetConfig {
+    /// Bands of the input: 3 for the ImageNet network, more for a stem widened to NIR or SWIR
+    /// (see [`crate::model::backbone::load_pretrained`] for how the extra filters start).
+    pub input_channels: i64,
     pub padding: Padding,
     pub batch_norm_epsilon: f64,
     /// Highest stochastic-depth drop rate (reached at the last block) while training.
@@ -98,6 +101,7 @@ pub struct EfficientNetConfig {
 impl Default for EfficientNetConfig {
     fn default() -> Self {
         Self {
+            input_channels: 3,
             padding: Padding::TfSame,
             batch_norm_epsilon: 1e-3,
             drop_connect_rate: 0.2,
@@ -237,7 +241,7 @@ impl EfficientNetLite0 {
         let stem = ConvBn::new(
             root / "_conv_stem",
             root / "_bn0",
-            3,
+            config.input_channels,
             STEM_CHANNELS,
             3,
             2,
@@ -313,8 +317,25 @@ impl EfficientNetLite0 {
 
     /// Pooled features, `[batch, 1280]`.
     pub fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let ys = self.stem_and_blocks_t(xs, self.blocks.len(), train);
+        self.blocks_and_head_t(&ys, self.blocks.len(), train)
+    }
+
+    /// The stem and the first `blocks` MBConv blocks: the part that stays fixed, and is computed
+    /// once per tile, when only the last blocks train.
+    pub fn stem_and_blocks_t(&self, xs: &Tensor, blocks: usize, train: bool) -> Tensor {
         let mut ys = self.stem.forward_t(xs, train).relu6();
-        for block in &self.blocks {
+        for block in self.blocks.iter().take(blocks) {
+            ys = block.forward_t(&ys, train);
+        }
+        ys
+    }
+
+    /// Blocks `from..` and the head, pooled: the rest of [`Self::features_t`] after
+    /// [`Self::stem_and_blocks_t`] with `blocks = from`.
+    pub fn blocks_and_head_t(&self, ys: &Tensor, from: usize, train: bool) -> Tensor {
+        let mut ys = ys.shallow_clone();
+        for block in self.blocks.iter().skip(from) {
             ys = block.forward_t(&ys, train);
         }
         self.head
@@ -322,6 +343,11 @@ impl EfficientNetLite0 {
             .relu6()
             .adaptive_avg_pool2d([1, 1])
             .flatten(1, -1)
+    }
+
+    /// MBConv blocks after the stem (16).
+    pub fn block_count(&self) -> usize {
+        self.blocks.len()
     }
 
     /// ImageNet logits, when the model was built with its classifier head.

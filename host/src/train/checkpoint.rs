@@ -177,7 +177,8 @@ impl Checkpoint {
 pub fn restore_network(checkpoint: &Checkpoint, device: tch::Device) -> anyhow::Result<Dhcnn> {
     let config = &checkpoint.info.config;
     let classes = checkpoint.info.classes.len() as i64;
-    let mut model = Dhcnn::new(config.backbone, config.bits, classes, device);
+    let channels = checkpoint.info.input.channels();
+    let mut model = Dhcnn::new(config.backbone, config.bits, classes, channels, device)?;
     checkpoint.restore("backbone", &mut model.backbone_store)?;
     checkpoint.restore("head", &mut model.head_store)?;
     Ok(model)

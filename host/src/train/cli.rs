@@ -10,10 +10,39 @@ use crate::eval::cli::EvalArgs;
 use crate::model::backbone::BackboneKind;
 use crate::torch::DeviceChoice;
 
-use super::loss::{Combination, LossConfig};
+use super::loss::{Combination, LossConfig, PairwiseGradient};
 use super::schedule::Schedule;
 use super::step_bench::{timings_table, train_step_bench, TrainStepOptions};
+use super::trainer::{BackboneTraining, BandSelection};
 use super::TrainConfig;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BackboneTrainingArg {
+    /// The pretrained backbone stays fixed; its features are computed once (per orientation
+    /// with --augment) and the hash layer and classifier train on them: a minute on a CPU.
+    Frozen,
+    /// effnet-lite0's blocks from --from-block on and its head convolution train too, batch
+    /// norm fixed; the earlier blocks' outputs are computed once: a few minutes on a CPU.
+    LastBlocks,
+    /// Every layer, every batch through the whole network (the paper's; a GPU's job).
+    Full,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BandsArg {
+    /// Every band of the data set (e.g. B04, B03, B02, B08 on s2-brandenburg); the stem widens.
+    All,
+    /// Red, green and blue only.
+    Rgb,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PairwiseGradientArg {
+    /// (σ(Θ) − S)·U: the MatConvNet code's hand-written gradient, --scale times autodiff's.
+    Authors,
+    /// Autodiff of the pairwise loss with Θ = uᵀv / scale: 1/scale of the authors' push.
+    Autodiff,
+}
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum CombinationArg {
@@ -65,11 +94,17 @@ pub struct TrainArgs {
     /// Model input edge in pixels; tiles are resized to it.
     #[arg(long, default_value_t = 128)]
     pub input_size: u32,
+    /// Which of the data set's bands the model reads.
+    #[arg(long, value_enum, default_value = "all")]
+    pub bands: BandsArg,
     /// Θ = uᵀv / scale in the pairwise term: 32 (the paper's code) or 2 (DPSH).
     #[arg(long, default_value_t = 32.0)]
     pub scale: f64,
     #[arg(long, value_enum, default_value = "matconvnet")]
     pub combination: CombinationArg,
+    /// The gradient of the pairwise term (docs/dhcnn.md, "Which gradient").
+    #[arg(long, value_enum, default_value = "authors")]
+    pub pairwise_gradient: PairwiseGradientArg,
     /// η: weight of the hashing terms (matconvnet) or of the classification term (pytorch).
     #[arg(long, default_value_t = 0.2)]
     pub eta: f64,
@@ -105,10 +140,13 @@ pub struct TrainArgs {
     /// Seed of initialisation, batch order and augmentation: runs on the CPU are repeatable.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Keep the pretrained backbone fixed and train the hash layer and classifier on its cached
-    /// features: minutes on a CPU.
-    #[arg(long)]
-    pub freeze_backbone: bool,
+    /// Which part of the backbone learns.
+    #[arg(long, value_enum, default_value = "full")]
+    pub backbone_training: BackboneTrainingArg,
+    /// First effnet-lite0 block (of 16) that learns under --backbone-training last-blocks: 11 is
+    /// the last two stages, 15 the last block only.
+    #[arg(long, default_value_t = 11)]
+    pub from_block: usize,
     #[arg(long, value_enum, default_value = "none")]
     pub augment: AugmentArg,
     /// Share of each class used as queries, for data sets without a manifest.
@@ -190,9 +228,17 @@ impl TrainArgs {
             pretrained: pretrained_weights(&self.pretrained, self.backbone)?,
             bits: self.bits,
             input_size: self.input_size,
+            bands: match self.bands {
+                BandsArg::All => BandSelection::All,
+                BandsArg::Rgb => BandSelection::Rgb,
+            },
             loss: LossConfig {
                 scale: self.scale,
                 combination,
+                pairwise_gradient: match self.pairwise_gradient {
+                    PairwiseGradientArg::Authors => PairwiseGradient::Authors,
+                    PairwiseGradientArg::Autodiff => PairwiseGradient::Autodiff,
+                },
             },
             without_classifier: self.no_classifier,
             schedule,
@@ -201,7 +247,13 @@ impl TrainArgs {
             batch_size: self.batch_size,
             epochs: self.epochs,
             seed: self.seed,
-            freeze_backbone: self.freeze_backbone,
+            backbone_training: match self.backbone_training {
+                BackboneTrainingArg::Frozen => BackboneTraining::Frozen,
+                BackboneTrainingArg::LastBlocks => BackboneTraining::LastBlocks {
+                    from_block: self.from_block,
+                },
+                BackboneTrainingArg::Full => BackboneTraining::Full,
+            },
             augment,
             query_ratio: self.query_ratio,
         })

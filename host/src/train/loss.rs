@@ -9,6 +9,11 @@
 //! - quantisation `L_q = β Σ_i ‖sign(u_i) − u_i‖²`;
 //! - both divided by B·N;
 //! - cross-entropy `L_c` of the classifier on top of `u`.
+//!
+//! The authors' MatConvNet code does not back-propagate the autodiff gradient of `L_p`: it writes
+//! `dJ/du = (σ(Θ) − S)·U + 2β(u − sign u)` by hand, without the `1/s` that autodiff of `Θ/s`
+//! brings. [`PairwiseGradient::Authors`] (the default) reproduces that gradient; the loss
+//! *values* reported are the same either way.
 
 use tch::{Kind, Reduction, Tensor};
 
@@ -32,11 +37,25 @@ impl Default for Combination {
     }
 }
 
+/// Which gradient the pairwise term sends back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PairwiseGradient {
+    /// `(σ(Θ) − S)·U / (B·N)`: the MatConvNet code's hand-written gradient, `s` times autodiff's.
+    /// With it the paper's β and η mean what they mean in the paper.
+    #[default]
+    Authors,
+    /// `(σ(Θ) − S)·U / (s·B·N)`: plain autodiff of `L_p`, what a framework port computes; the
+    /// pairwise term then pushes `s` (32) times less than in the paper.
+    Autodiff,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LossConfig {
     /// Θ = uᵀv / scale: 32 in the paper's code, 2 for DPSH.
     pub scale: f64,
     pub combination: Combination,
+    pub pairwise_gradient: PairwiseGradient,
 }
 
 impl Default for LossConfig {
@@ -44,6 +63,7 @@ impl Default for LossConfig {
         Self {
             scale: 32.0,
             combination: Combination::default(),
+            pairwise_gradient: PairwiseGradient::default(),
         }
     }
 }
@@ -81,7 +101,7 @@ pub fn quantisation(codes: &Tensor, bank_size: i64) -> Tensor {
 }
 
 /// Passes `xs` forward unchanged and scales its gradient by `factor` on the way back.
-fn scale_gradient(xs: &Tensor, factor: f64) -> Tensor {
+pub(crate) fn scale_gradient(xs: &Tensor, factor: f64) -> Tensor {
     xs * factor + xs.detach() * (1.0 - factor)
 }
 
@@ -97,6 +117,10 @@ pub fn dhcnn_loss(
 ) -> LossTerms {
     let bank_size = bank_codes.size()[0];
     let pairwise = pairwise_likelihood(codes, labels, bank_codes, bank_labels, config.scale);
+    let pairwise = match config.pairwise_gradient {
+        PairwiseGradient::Authors => scale_gradient(&pairwise, config.scale),
+        PairwiseGradient::Autodiff => pairwise,
+    };
     let quantised = quantisation(codes, bank_size);
     let classification_of = |input: &Tensor| match classify {
         Some(classify) => classify(input).cross_entropy_for_logits(labels),
@@ -189,6 +213,7 @@ mod tests {
                 eta: 0.2,
                 beta: 0.0,
             },
+            pairwise_gradient: PairwiseGradient::Autodiff,
         };
         let terms = dhcnn_loss(&codes, &labels, &bank, &labels, &config, Some(&classify));
         terms.total.backward();
@@ -208,5 +233,40 @@ mod tests {
         let code_gap = (codes.grad() - expected).abs().max();
         assert!(code_gap.double_value(&[]) < 1e-6);
         assert_eq!(codes.device(), Device::Cpu);
+    }
+
+    #[test]
+    fn the_authors_gradient_is_scale_times_autodiff_with_the_same_value() {
+        crate::torch::init_for_tests();
+        let bank = tensor(&[0.5, -1.0, 2.0, 0.25, -0.75, 1.5], &[3, 2]);
+        let labels = Tensor::from_slice(&[1i64]);
+        let bank_labels = Tensor::from_slice(&[1i64, 0, 1]);
+        let run = |gradient: PairwiseGradient| {
+            let codes = tensor(&[0.3, -0.7], &[1, 2]).set_requires_grad(true);
+            let config = LossConfig {
+                scale: 32.0,
+                combination: Combination::MatConvNet {
+                    eta: 1.0,
+                    beta: 0.0,
+                },
+                pairwise_gradient: gradient,
+            };
+            let terms = dhcnn_loss(&codes, &labels, &bank, &bank_labels, &config, None);
+            terms.total.backward();
+            (terms.total.double_value(&[]), codes.grad())
+        };
+        let (authors_value, authors_grad) = run(PairwiseGradient::Authors);
+        let (autodiff_value, autodiff_grad) = run(PairwiseGradient::Autodiff);
+        // Equal up to f32 rounding of `32·L − 31·L`.
+        assert!((authors_value - autodiff_value).abs() < 1e-5 * autodiff_value.abs().max(1.0));
+        let gap = (authors_grad - autodiff_grad * 32.0).abs().max();
+        assert!(gap.double_value(&[]) < 1e-6);
+        // The hand-written gradient of the MatConvNet code: (σ(Θ) − S)·U over B·N.
+        let codes = tensor(&[0.3, -0.7], &[1, 2]);
+        let theta = codes.matmul(&bank.tr()) / 32.0;
+        let similar = tensor(&[1.0, 0.0, 1.0], &[1, 3]);
+        let expected = (theta.sigmoid() - similar).matmul(&bank) / 3.0;
+        let (_, grad) = run(PairwiseGradient::Authors);
+        assert!((grad - expected).abs().max().double_value(&[]) < 1e-6);
     }
 }

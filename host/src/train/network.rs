@@ -56,19 +56,26 @@ pub struct Dhcnn {
 }
 
 impl Dhcnn {
-    pub fn new(kind: BackboneKind, bits: i64, classes: i64, device: Device) -> Self {
+    /// DHCNN on `channels` input bands (the input spec's channel count).
+    pub fn new(
+        kind: BackboneKind,
+        bits: i64,
+        classes: i64,
+        channels: usize,
+        device: Device,
+    ) -> anyhow::Result<Self> {
         let backbone_store = nn::VarStore::new(device);
         let head_store = nn::VarStore::new(device);
-        let backbone = Backbone::new(&backbone_store.root(), kind);
+        let backbone = Backbone::new(&backbone_store.root(), kind, channels)?;
         let head = Head::new(&head_store.root(), kind.feature_size(), bits, classes);
-        Self {
+        Ok(Self {
             backbone_store,
             head_store,
             backbone,
             head,
             bits,
             classes,
-        }
+        })
     }
 
     /// Hash-layer outputs and class logits of a normalised image batch.

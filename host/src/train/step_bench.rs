@@ -60,7 +60,13 @@ pub fn train_step_bench(options: &TrainStepOptions) -> anyhow::Result<Vec<TrainS
         tch::set_num_threads(threads.max(1) as i32);
         // A fresh network per thread count, so every count starts from the same weights.
         tch::manual_seed(config.seed as i64);
-        let model = Dhcnn::new(config.backbone, config.bits, options.classes as i64, device);
+        let model = Dhcnn::new(
+            config.backbone,
+            config.bits,
+            options.classes as i64,
+            3,
+            device,
+        )?;
         let size = i64::from(config.input_size);
         let images = Tensor::randn(
             [config.batch_size as i64, 3, size, size],

@@ -1,12 +1,17 @@
 //! The training loop of `orbhash train`.
 //!
-//! Two modes:
-//! - frozen backbone: every image goes through the backbone once; the hash layer and the
-//!   classifier then train on the cached features, which takes minutes on a CPU;
+//! Three modes ([`BackboneTraining`]):
+//! - frozen backbone: every image goes through the backbone once (once per orientation when
+//!   augmenting); the hash layer and the classifier then train on the cached features, which
+//!   takes a minute on a CPU;
+//! - last blocks: the stem and the first EfficientNet blocks stay fixed and their activations
+//!   are cached the same way; the last blocks, the head convolution, the hash layer and the
+//!   classifier train, batch norm fixed: a few minutes on a CPU;
 //! - full fine-tuning: every batch goes through the whole network (a GPU's job).
 //!
 //! Either way the loss is DHCNN's, against a memory bank that holds the latest hash-layer output
-//! of every training image and is refreshed with each batch's outputs after its step.
+//! of every training image; as in the authors' code, the batch's rows are refreshed with its new
+//! outputs before the loss is computed.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,8 +27,10 @@ use sha2::{Digest, Sha256};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 use crate::data::folder::Dataset;
+use crate::data::preprocess::{dihedral, EXTRA_BAND_MEAN, EXTRA_BAND_STD};
 use crate::data::{Augment, ImageFolder, InputSpec, LoaderOptions, Manifest, SplitName};
 use crate::model::backbone::{load_pretrained, BackboneKind};
+use crate::model::effnet::EfficientNetLite0;
 use crate::torch::{select_device, DeviceChoice};
 
 use super::checkpoint::{self, Checkpoint, CheckpointInfo};
@@ -31,6 +38,31 @@ use super::loss::LossTerms;
 use super::loss::{dhcnn_loss, LossConfig};
 use super::network::{Dhcnn, Head, SUPPORTED_BITS};
 use super::schedule::Schedule;
+
+/// Which part of the backbone learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum BackboneTraining {
+    /// The pretrained backbone stays as it is; only the hash layer and the classifier train.
+    Frozen,
+    /// EfficientNet-Lite0's blocks `from_block..` (of 16) and its head convolution train with
+    /// batch norm fixed (running statistics and affine terms); the stem and earlier blocks stay
+    /// as pretrained. 11 trains the last two stages (192 and 320 channels).
+    LastBlocks { from_block: usize },
+    /// Every layer, batch norm included, as in the paper.
+    Full,
+}
+
+/// Which of a data set's bands feed the model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BandSelection {
+    /// Every band the manifest lists, in its order (red, green, blue first).
+    #[default]
+    All,
+    /// The manifest's red, green and blue bands only.
+    Rgb,
+}
 
 /// Everything that defines a training run; stored in every checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +75,7 @@ pub struct TrainConfig {
     pub bits: i64,
     /// Edge of the square model input, in pixels; tiles are resized to it.
     pub input_size: u32,
+    pub bands: BandSelection,
     pub loss: LossConfig,
     /// Train without the classifier (DPSH): the loss is the pairwise and quantisation terms.
     pub without_classifier: bool,
@@ -52,7 +85,7 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub epochs: usize,
     pub seed: u64,
-    pub freeze_backbone: bool,
+    pub backbone_training: BackboneTraining,
     pub augment: Augment,
     /// Query share of the per-class split, for data sets without a manifest.
     pub query_ratio: f64,
@@ -66,6 +99,7 @@ impl Default for TrainConfig {
             pretrained: None,
             bits: 64,
             input_size: 128,
+            bands: BandSelection::default(),
             loss: LossConfig::default(),
             without_classifier: false,
             schedule: Schedule::default(),
@@ -74,7 +108,7 @@ impl Default for TrainConfig {
             batch_size: 10,
             epochs: 100,
             seed: 0,
-            freeze_backbone: false,
+            backbone_training: BackboneTraining::Full,
             augment: Augment::default(),
             query_ratio: 0.2,
         }
@@ -92,8 +126,17 @@ impl TrainConfig {
         if self.batch_size == 0 || self.epochs == 0 {
             bail!("batch size and epochs must be at least 1");
         }
-        if self.freeze_backbone && !self.augment.is_identity() {
-            bail!("augmentation needs the backbone in the loop; drop --freeze-backbone or augmentation");
+        if let BackboneTraining::LastBlocks { from_block } = self.backbone_training {
+            if self.backbone != BackboneKind::EffnetLite0 {
+                bail!(
+                    "training the last blocks is built for effnet-lite0, not {}: use \
+                     --backbone-training frozen or full",
+                    self.backbone
+                );
+            }
+            if from_block > EFFNET_BLOCKS {
+                bail!("--from-block {from_block}: effnet-lite0 has {EFFNET_BLOCKS} blocks");
+            }
         }
         Ok(())
     }
@@ -141,15 +184,98 @@ fn interrupt_flag() -> Arc<AtomicBool> {
         .clone()
 }
 
-/// Normalisation the backbone's pretrained weights expect, on the data set's RGB channels.
-fn input_spec(folder: &ImageFolder, config: &TrainConfig) -> InputSpec {
+/// MBConv blocks of EfficientNet-Lite0.
+const EFFNET_BLOCKS: usize = 16;
+
+/// The input spec before standardisation: for a built data set, the chosen bands with the
+/// manifest's fixed radiometric scale and an identity mean/std (set by [`standardise`]); for a
+/// folder of photographs, the normalisation the backbone's pretrained weights expect.
+fn unstandardised_spec(folder: &ImageFolder, config: &TrainConfig) -> InputSpec {
     let mut spec = folder.spec.clone();
     spec.size = config.input_size;
-    let (mean, std) = config.backbone.pretrained_mean_std();
-    let rgb = spec.channels().min(3);
-    spec.mean[..rgb].copy_from_slice(&mean[..rgb]);
-    spec.std[..rgb].copy_from_slice(&std[..rgb]);
+    match &folder.manifest {
+        Some(manifest) => {
+            spec.bands = match config.bands {
+                BandSelection::All => (0..manifest.bands.len()).collect(),
+                BandSelection::Rgb => manifest.rgb_bands.to_vec(),
+            };
+            spec.scale = spec
+                .bands
+                .iter()
+                .map(|&b| manifest.bands[b].scale)
+                .collect();
+            spec.mean = vec![0.0; spec.bands.len()];
+            spec.std = vec![1.0; spec.bands.len()];
+        }
+        None => {
+            let (mean, std) = config.backbone.pretrained_mean_std();
+            let rgb = spec.channels().min(3);
+            spec.mean[..rgb].copy_from_slice(&mean[..rgb]);
+            spec.std[..rgb].copy_from_slice(&std[..rgb]);
+        }
+    }
     spec
+}
+
+/// Standardises a built data set's channels with its database split's statistics, mapped onto
+/// the statistics the pretrained weights saw: channel k of a tile ends up with the mean and
+/// spread that ImageNet's channel k had through the backbone's own normalisation (the mean of
+/// the three for NIR and SWIR). A fixed per-band mean/std, stored in the card, rather than a
+/// per-scene stretch: the board reads any scene the way training read this one.
+fn standardise(dataset: &mut Dataset, backbone: BackboneKind) {
+    let channels = dataset.spec.channels();
+    let plane = (dataset.spec.size * dataset.spec.size) as usize;
+    let (pretrained_mean, pretrained_std) = backbone.pretrained_mean_std();
+    let (imagenet_mean, imagenet_std) = (
+        crate::data::preprocess::IMAGENET_MEAN,
+        crate::data::preprocess::IMAGENET_STD,
+    );
+    let mut mean = Vec::with_capacity(channels);
+    let mut std = Vec::with_capacity(channels);
+    for k in 0..channels {
+        let (mut sum, mut squares, mut count) = (0f64, 0f64, 0f64);
+        for sample in dataset
+            .samples
+            .iter()
+            .filter(|s| s.split == SplitName::Database)
+        {
+            for &v in &sample.pixels[k * plane..(k + 1) * plane] {
+                sum += f64::from(v);
+                squares += f64::from(v) * f64::from(v);
+                count += 1.0;
+            }
+        }
+        let band_mean = sum / count.max(1.0);
+        let band_std = (squares / count.max(1.0) - band_mean * band_mean)
+            .max(0.0)
+            .sqrt()
+            .max(1e-4);
+        // What the pretrained network's input had on ImageNet, as the backbone normalised it.
+        let (seen_mean, seen_std) = match (imagenet_mean.get(k), imagenet_std.get(k)) {
+            (Some(&m), Some(&s)) => (m, s),
+            _ => (EXTRA_BAND_MEAN, EXTRA_BAND_STD),
+        };
+        let (norm_mean, norm_std) = (
+            pretrained_mean.get(k).copied().unwrap_or(0.5),
+            pretrained_std.get(k).copied().unwrap_or(0.5),
+        );
+        let target_mean = f64::from((seen_mean - norm_mean) / norm_std);
+        let target_std = f64::from(seen_std / norm_std);
+        let channel_std = band_std / target_std;
+        std.push(channel_std as f32);
+        mean.push((band_mean - target_mean * channel_std) as f32);
+    }
+    for sample in &mut dataset.samples {
+        let mut pixels = sample.pixels.to_vec();
+        for (k, chunk) in pixels.chunks_mut(plane).enumerate() {
+            for v in chunk {
+                *v = (*v - mean[k]) / std[k];
+            }
+        }
+        sample.pixels = pixels.into();
+    }
+    dataset.spec.mean = mean;
+    dataset.spec.std = std;
 }
 
 fn manifest_sha256(root: &Path) -> Option<String> {
@@ -157,8 +283,26 @@ fn manifest_sha256(root: &Path) -> Option<String> {
     Some(orbhash_wire::hex::encode(&Sha256::digest(&bytes)))
 }
 
-/// Loads the data set as training will see it.
+/// Loads the data set as training will see it, its input spec derived from the data (the
+/// database split's band statistics).
 pub fn load_dataset(config: &TrainConfig) -> anyhow::Result<Dataset> {
+    let folder = scan(config)?;
+    let spec = unstandardised_spec(&folder, config);
+    let standardised = folder.manifest.is_some();
+    let mut dataset = load_with_spec(folder, spec)?;
+    if standardised {
+        standardise(&mut dataset, config.backbone);
+    }
+    Ok(dataset)
+}
+
+/// Loads a data set as a trained model reads it: with the model's own input spec, never one
+/// derived from this data.
+pub fn load_dataset_as_trained(config: &TrainConfig, spec: &InputSpec) -> anyhow::Result<Dataset> {
+    load_with_spec(scan(config)?, spec.clone())
+}
+
+fn scan(config: &TrainConfig) -> anyhow::Result<ImageFolder> {
     let options = LoaderOptions {
         split: crate::data::SplitSource::Auto {
             query_ratio: config.query_ratio,
@@ -166,16 +310,24 @@ pub fn load_dataset(config: &TrainConfig) -> anyhow::Result<Dataset> {
         },
         ..Default::default()
     };
-    let mut folder = ImageFolder::scan(&config.data, &options)
-        .with_context(|| format!("cannot read data set {}", config.data.display()))?;
-    folder.spec = input_spec(&folder, config);
-    if folder.spec.channels() != 3 {
+    ImageFolder::scan(&config.data, &options)
+        .with_context(|| format!("cannot read data set {}", config.data.display()))
+}
+
+fn load_with_spec(mut folder: ImageFolder, spec: InputSpec) -> anyhow::Result<Dataset> {
+    spec.validate()?;
+    if let Some(&band) = folder
+        .manifest
+        .as_ref()
+        .and_then(|manifest| spec.bands.iter().find(|&&b| b >= manifest.bands.len()))
+    {
         bail!(
-            "the backbones take 3 channels; {} gives {}",
-            config.data.display(),
-            folder.spec.channels()
+            "{} stores {} band(s); the model reads band index {band}",
+            folder.root.display(),
+            folder.manifest.as_ref().map_or(0, |m| m.bands.len())
         );
     }
+    folder.spec = spec;
     Ok(folder.load()?)
 }
 
@@ -204,15 +356,141 @@ pub fn plain_images(dataset: &Dataset, indices: &[usize], device: Device) -> Ten
 
 /// Backbone features of every sample, in sample order, computed once in evaluation mode.
 pub fn backbone_features(model: &Dhcnn, dataset: &Dataset, batch: usize, device: Device) -> Tensor {
+    fixed_outputs(dataset, 0, batch, device, &|images| {
+        model.backbone.features_t(images, false)
+    })
+}
+
+/// `run` (evaluation mode, no gradients) over every sample turned by dihedral element
+/// `orientation`, in sample order.
+fn fixed_outputs(
+    dataset: &Dataset,
+    orientation: u8,
+    batch: usize,
+    device: Device,
+    run: &dyn Fn(&Tensor) -> Tensor,
+) -> Tensor {
+    let (channels, size) = (dataset.spec.channels(), dataset.spec.size as usize);
     let all: Vec<usize> = (0..dataset.samples.len()).collect();
     let chunks: Vec<Tensor> = all
         .chunks(batch.max(1))
         .map(|indices| {
-            let images = plain_images(dataset, indices, device);
-            tch::no_grad(|| model.backbone.features_t(&images, false))
+            let mut pixels = Vec::with_capacity(indices.len() * dataset.spec.len());
+            for &i in indices {
+                pixels.extend(dihedral(
+                    &dataset.samples[i].pixels,
+                    channels,
+                    size,
+                    orientation,
+                ));
+            }
+            let images = Tensor::from_slice(&pixels)
+                .view([
+                    indices.len() as i64,
+                    channels as i64,
+                    size as i64,
+                    size as i64,
+                ])
+                .to_device(device);
+            tch::no_grad(|| run(&images))
         })
         .collect();
     Tensor::cat(&chunks, 0)
+}
+
+/// The outputs of the backbone's fixed part for every sample in every orientation the
+/// augmentation draws from, computed once: a training step then picks one orientation per
+/// sample and starts from its row.
+pub struct FixedPart {
+    /// `[orientations × samples, …]`, orientation-major.
+    outputs: Tensor,
+    orientations: Vec<u8>,
+    samples: usize,
+}
+
+impl FixedPart {
+    /// The whole backbone's pooled features (frozen training) or EfficientNet's stem and first
+    /// `from_block` blocks (last-blocks training).
+    pub fn compute(
+        model: &Dhcnn,
+        dataset: &Dataset,
+        training: BackboneTraining,
+        augment: Augment,
+        device: Device,
+    ) -> anyhow::Result<Self> {
+        let orientations = augment.orientations();
+        let effnet = model.backbone.efficientnet();
+        let run: Box<dyn Fn(&Tensor) -> Tensor> = match (training, effnet) {
+            (BackboneTraining::Frozen, _) => {
+                Box::new(|images: &Tensor| model.backbone.features_t(images, false))
+            }
+            (BackboneTraining::LastBlocks { from_block }, Some(effnet)) => {
+                Box::new(move |images: &Tensor| effnet.stem_and_blocks_t(images, from_block, false))
+            }
+            (BackboneTraining::LastBlocks { .. }, None) => {
+                bail!("training the last blocks needs the effnet-lite0 backbone")
+            }
+            (BackboneTraining::Full, _) => bail!("full training runs the whole network per batch"),
+        };
+        let outputs: Vec<Tensor> = orientations
+            .iter()
+            .map(|&orientation| fixed_outputs(dataset, orientation, 32, device, &run))
+            .collect();
+        Ok(Self {
+            outputs: Tensor::cat(&outputs, 0),
+            orientations,
+            samples: dataset.samples.len(),
+        })
+    }
+
+    /// Rows of `indices`, each in an orientation drawn from `rng` (always the first one, the
+    /// identity, when there is only one).
+    pub fn rows(
+        &self,
+        indices: &[usize],
+        rng: &mut rand_chacha::ChaCha8Rng,
+        device: Device,
+    ) -> Tensor {
+        use rand_chacha::rand_core::RngCore;
+        let rows: Vec<usize> = indices
+            .iter()
+            .map(|&i| {
+                let draw = if self.orientations.len() > 1 {
+                    rng.next_u32() as usize % self.orientations.len()
+                } else {
+                    0
+                };
+                draw * self.samples + i
+            })
+            .collect();
+        select_rows(&self.outputs, &rows, device)
+    }
+}
+
+/// Makes only EfficientNet's blocks `from_block..` and head convolution learn, batch norm
+/// excluded: the optimiser skips variables without gradients.
+fn train_only_last_blocks(model: &Dhcnn, from_block: usize) {
+    for (name, variable) in model.backbone_store.variables() {
+        let block = name
+            .strip_prefix("_blocks.")
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|index| index.parse::<usize>().ok());
+        let trained_layer = match block {
+            Some(index) => index >= from_block,
+            None => name.starts_with("_conv_head."),
+        };
+        let batch_norm = name.split('.').any(|part| part.starts_with("_bn"));
+        if !trained_layer || batch_norm {
+            let _ = variable.shallow_clone().set_requires_grad(false);
+        }
+    }
+}
+
+/// The trained part of the backbone on a batch of fixed-part outputs.
+fn trained_part(effnet: &EfficientNetLite0, fixed: &Tensor, from_block: usize) -> Tensor {
+    // Evaluation mode: batch norm keeps its pretrained statistics (a batch of ten tiles would
+    // give poor ones) and stochastic depth is off on these few blocks.
+    effnet.blocks_and_head_t(fixed, from_block, false)
 }
 
 /// Rows `indices` of a per-sample tensor (cached features), on `device`.
@@ -291,11 +569,17 @@ impl Stepper {
     }
 
     /// One step on the database samples `indices`, whose backbone features are `features` (with
-    /// gradients when the backbone trains). Refreshes their bank rows with the new codes.
+    /// gradients when the backbone trains). Refreshes their bank rows with the new codes first.
     pub fn step(&mut self, head: &Head, features: &Tensor, indices: &[usize]) -> LossTerms {
         let labels: Vec<i64> = indices.iter().map(|&i| self.labels[i]).collect();
         let labels = Tensor::from_slice(&labels).to_device(self.device);
         let codes = head.hash(features);
+        // The authors' order (`U(ix,:) = U0` before Θ): the batch meets its own new codes.
+        let rows: Vec<i64> = indices.iter().map(|&i| self.bank_row[i] as i64).collect();
+        let rows = Tensor::from_slice(&rows).to_device(self.device);
+        tch::no_grad(|| {
+            let _ = self.bank.index_copy_(0, &rows, &codes.detach());
+        });
         let classify = |codes: &Tensor| head.classify(codes);
         let classifier: Option<&dyn Fn(&Tensor) -> Tensor> =
             (!self.without_classifier).then_some(&classify);
@@ -316,11 +600,6 @@ impl Stepper {
         if let Some(optimizer) = self.backbone_optimizer.as_mut() {
             optimizer.step();
         }
-        let rows: Vec<i64> = indices.iter().map(|&i| self.bank_row[i] as i64).collect();
-        let rows = Tensor::from_slice(&rows).to_device(self.device);
-        tch::no_grad(|| {
-            let _ = self.bank.index_copy_(0, &rows, &codes.detach());
-        });
         terms
     }
 }
@@ -345,7 +624,8 @@ pub fn train(
         );
     }
     let classes = dataset.classes.len() as i64;
-    let mut model = Dhcnn::new(config.backbone, config.bits, classes, device);
+    let channels = dataset.spec.channels();
+    let mut model = Dhcnn::new(config.backbone, config.bits, classes, channels, device)?;
     let mut start_epoch = 0;
     let mut bank = Tensor::zeros([database.len() as i64, config.bits], (Kind::Float, device));
     if let Some(path) = resume {
@@ -363,17 +643,35 @@ pub fn train(
     } else if let Some(weights) = &config.pretrained {
         load_pretrained(&mut model.backbone_store, weights)?;
     }
-    if config.freeze_backbone {
-        model.backbone_store.freeze();
-    }
-    let features = config
-        .freeze_backbone
-        .then(|| backbone_features(&model, &dataset, config.batch_size.max(32), device));
+    let fixed = match config.backbone_training {
+        BackboneTraining::Frozen => {
+            model.backbone_store.freeze();
+            Some(FixedPart::compute(
+                &model,
+                &dataset,
+                config.backbone_training,
+                config.augment,
+                device,
+            )?)
+        }
+        BackboneTraining::LastBlocks { from_block } => {
+            train_only_last_blocks(&model, from_block);
+            Some(FixedPart::compute(
+                &model,
+                &dataset,
+                config.backbone_training,
+                config.augment,
+                device,
+            )?)
+        }
+        BackboneTraining::Full => None,
+    };
     let labels: Vec<usize> = dataset.samples.iter().map(|s| s.label).collect();
+    let trains_backbone = config.backbone_training != BackboneTraining::Frozen;
     let mut stepper = Stepper::new(
         config,
         &model.head_store,
-        (!config.freeze_backbone).then_some(&model.backbone_store),
+        trains_backbone.then_some(&model.backbone_store),
         &labels,
         &database,
         bank,
@@ -432,9 +730,17 @@ pub fn train(
         let order = dataset.epoch_order(SplitName::Database, config.seed, epoch as u64);
         for (step, indices) in order.chunks(config.batch_size).enumerate() {
             let step_start = Instant::now();
-            let batch_features = match &features {
-                Some(features) => select_rows(features, indices, device),
-                None => {
+            let batch_features = match (&fixed, config.backbone_training) {
+                (Some(fixed), BackboneTraining::LastBlocks { from_block }) => {
+                    let rows = fixed.rows(indices, &mut rng, device);
+                    let effnet = model
+                        .backbone
+                        .efficientnet()
+                        .context("training the last blocks needs effnet-lite0")?;
+                    trained_part(effnet, &rows, from_block)
+                }
+                (Some(fixed), _) => fixed.rows(indices, &mut rng, device),
+                (None, _) => {
                     let images = image_batch(&dataset, indices, config.augment, &mut rng, device);
                     model.backbone.features_t(&images, true)
                 }

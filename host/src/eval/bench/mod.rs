@@ -22,7 +22,9 @@ use crate::model::backbone::load_pretrained;
 use crate::torch::{select_device, DeviceChoice};
 use crate::train::loss::Combination;
 use crate::train::network::Dhcnn;
-use crate::train::trainer::{backbone_features, load_dataset, select_rows, Stepper};
+use crate::train::trainer::{
+    backbone_features, load_dataset, select_rows, BackboneTraining, Stepper,
+};
 use crate::train::TrainConfig;
 
 use super::checkpoint::{data_set_name, tensor_rows, HashedDataset};
@@ -67,7 +69,7 @@ impl Method {
         let mut config = TrainConfig {
             bits: bits as i64,
             seed,
-            freeze_backbone: true,
+            backbone_training: BackboneTraining::Frozen,
             ..base.clone()
         };
         match self {
@@ -147,7 +149,9 @@ pub fn retrieval_bench(
     let base = &options.base;
     let dataset = load_dataset(base)?;
     let started = Instant::now();
-    let mut model = Dhcnn::new(base.backbone, 64, dataset.classes.len() as i64, device);
+    let classes = dataset.classes.len() as i64;
+    let channels = dataset.spec.channels();
+    let mut model = Dhcnn::new(base.backbone, 64, classes, channels, device)?;
     match &base.pretrained {
         Some(weights) => load_pretrained(&mut model.backbone_store, weights)?,
         None => eprintln!(
@@ -297,8 +301,9 @@ fn train_and_report(
         config.backbone,
         config.bits,
         dataset.classes.len() as i64,
+        dataset.spec.channels(),
         device,
-    );
+    )?;
     let database = dataset.indices(SplitName::Database);
     let labels: Vec<usize> = dataset.samples.iter().map(|s| s.label).collect();
     let bank = Tensor::zeros([database.len() as i64, config.bits], (Kind::Float, device));
@@ -407,6 +412,7 @@ mod tests {
                         eta: 0.2,
                         beta: 1.0,
                     },
+                    ..Default::default()
                 },
                 schedule: Schedule::LogDecay {
                     start: 1e-2,
@@ -414,7 +420,7 @@ mod tests {
                 },
                 momentum: 0.9,
                 epochs: 30,
-                freeze_backbone: true,
+                backbone_training: BackboneTraining::Frozen,
                 ..TrainConfig::default()
             },
             bits: vec![16, 32],
