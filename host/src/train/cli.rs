@@ -152,6 +152,11 @@ pub struct TrainArgs {
     /// Share of each class used as queries, for data sets without a manifest.
     #[arg(long, default_value_t = 0.2)]
     pub query_ratio: f64,
+    /// Tune settings without the test tiles: leave the queries out, and hold out a fifth of the
+    /// database's spatial blocks as validation queries (training and evaluation both see this
+    /// split).
+    #[arg(long)]
+    pub validation: bool,
     /// `auto` (CUDA when usable), `cpu` or `cuda`.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
@@ -256,6 +261,7 @@ impl TrainArgs {
             },
             augment,
             query_ratio: self.query_ratio,
+            validation: self.validation,
         })
     }
 }

@@ -89,6 +89,9 @@ pub struct TrainConfig {
     pub augment: Augment,
     /// Query share of the per-class split, for data sets without a manifest.
     pub query_ratio: f64,
+    /// Tune, don't test: the queries are left out and a fifth of the database's spatial blocks
+    /// become the queries, so settings are chosen without looking at the test tiles.
+    pub validation: bool,
 }
 
 impl Default for TrainConfig {
@@ -111,6 +114,7 @@ impl Default for TrainConfig {
             backbone_training: BackboneTraining::Full,
             augment: Augment::default(),
             query_ratio: 0.2,
+            validation: false,
         }
     }
 }
@@ -289,7 +293,7 @@ pub fn load_dataset(config: &TrainConfig) -> anyhow::Result<Dataset> {
     let folder = scan(config)?;
     let spec = unstandardised_spec(&folder, config);
     let standardised = folder.manifest.is_some();
-    let mut dataset = load_with_spec(folder, spec)?;
+    let mut dataset = load_with_spec(folder, spec, config)?;
     if standardised {
         standardise(&mut dataset, config.backbone);
     }
@@ -299,7 +303,7 @@ pub fn load_dataset(config: &TrainConfig) -> anyhow::Result<Dataset> {
 /// Loads a data set as a trained model reads it: with the model's own input spec, never one
 /// derived from this data.
 pub fn load_dataset_as_trained(config: &TrainConfig, spec: &InputSpec) -> anyhow::Result<Dataset> {
-    load_with_spec(scan(config)?, spec.clone())
+    load_with_spec(scan(config)?, spec.clone(), config)
 }
 
 fn scan(config: &TrainConfig) -> anyhow::Result<ImageFolder> {
@@ -314,7 +318,11 @@ fn scan(config: &TrainConfig) -> anyhow::Result<ImageFolder> {
         .with_context(|| format!("cannot read data set {}", config.data.display()))
 }
 
-fn load_with_spec(mut folder: ImageFolder, spec: InputSpec) -> anyhow::Result<Dataset> {
+fn load_with_spec(
+    mut folder: ImageFolder,
+    spec: InputSpec,
+    config: &TrainConfig,
+) -> anyhow::Result<Dataset> {
     spec.validate()?;
     if let Some(&band) = folder
         .manifest
@@ -328,7 +336,71 @@ fn load_with_spec(mut folder: ImageFolder, spec: InputSpec) -> anyhow::Result<Da
         );
     }
     folder.spec = spec;
-    Ok(folder.load()?)
+    let mut dataset = folder.load()?;
+    if config.validation {
+        let manifest = folder.manifest.as_ref().with_context(|| {
+            format!(
+                "{}: a validation split needs the manifest's spatial blocks",
+                folder.root.display()
+            )
+        })?;
+        hold_out_validation(&mut dataset, &folder.root, manifest, config.seed)?;
+    }
+    Ok(dataset)
+}
+
+/// Share of the database's tiles that a validation split holds out.
+const VALIDATION_SHARE: f64 = 0.2;
+
+/// Drops the query tiles and makes whole spatial blocks of the database, about a fifth of its
+/// tiles drawn with `seed`, the queries: tuning then never sees a test tile, and no validation
+/// tile shares a block with a training tile.
+fn hold_out_validation(
+    dataset: &mut Dataset,
+    root: &Path,
+    manifest: &Manifest,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let block_of: std::collections::HashMap<&str, [usize; 2]> = manifest
+        .patches
+        .iter()
+        .map(|patch| (patch.file.as_str(), patch.block))
+        .collect();
+    dataset.samples.retain(|sample| sample.split == SplitName::Database);
+    let mut blocks = Vec::with_capacity(dataset.samples.len());
+    for sample in &dataset.samples {
+        let file = sample.path.strip_prefix(root).unwrap_or(&sample.path);
+        let key = file.to_string_lossy().replace('\\', "/");
+        let block = block_of.get(key.as_str()).copied().with_context(|| {
+            format!("{} is not in the manifest's patches", sample.path.display())
+        })?;
+        blocks.push(block);
+    }
+    let mut distinct: Vec<[usize; 2]> = blocks.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let mut rng = crate::data::split::rng(seed ^ 0x7661_6c69_6461_7465);
+    crate::data::split::shuffle(&mut distinct, &mut rng);
+    let wanted = (dataset.samples.len() as f64 * VALIDATION_SHARE).round() as usize;
+    let mut held_out = std::collections::HashSet::new();
+    let mut count = 0;
+    for block in distinct {
+        if count >= wanted {
+            break;
+        }
+        count += blocks.iter().filter(|&&b| b == block).count();
+        held_out.insert(block);
+    }
+    for (sample, block) in dataset.samples.iter_mut().zip(&blocks) {
+        if held_out.contains(block) {
+            sample.split = SplitName::Query;
+        }
+    }
+    anyhow::ensure!(
+        count > 0 && count < dataset.samples.len(),
+        "the database is too small to hold out validation blocks"
+    );
+    Ok(())
 }
 
 /// A batch of samples as an image tensor on `device`.
