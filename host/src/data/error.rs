@@ -71,6 +71,18 @@ pub enum DataError {
     #[error("invalid option: {0}")]
     InvalidOption(String),
 
+    /// A `manifest.json` written by another format of `orbhash data build`: its fields may read
+    /// but mean something else, so it is refused, not guessed at.
+    #[error(
+        "{path}: manifest format {found}, this orbhash reads {expected}: rebuild the data set with \
+         `orbhash data build` (scripts/datasets.sh rebuilds the default sets)"
+    )]
+    ManifestFormat {
+        path: PathBuf,
+        found: String,
+        expected: &'static str,
+    },
+
     /// Nothing usable was found: no class folders, no images, no patch passing the threshold.
     #[error("{path}: {reason}")]
     Empty { path: PathBuf, reason: String },

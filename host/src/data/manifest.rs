@@ -12,8 +12,13 @@ use super::geo::GeoTransform;
 use super::preprocess::BandScale;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
-/// Bumped when a field changes meaning.
-pub const MANIFEST_FORMAT: &str = "orbhash-imagefolder/1";
+/// Bumped when a field changes meaning; [`Manifest::read`] refuses any other.
+///
+/// - `/2`: `bands[].scale` is the sensor's fixed radiometric range (it was each scene's 2nd-98th
+///   percentile in `/1`, so a model read every other scene through one scene's stretch);
+///   `split.method` may be `"by-date"`, `split.block_size` is absent then, and a patch's `block`
+///   is its scene's date; `rgb_bands` may be a false colour.
+pub const MANIFEST_FORMAT: &str = "orbhash-imagefolder/2";
 
 /// The two sides of the retrieval protocol. The database doubles as the training set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -48,7 +53,9 @@ pub struct Manifest {
     pub patch_format: String,
     /// Stored bands in file order, with the scaling that maps raw values to [0, 1].
     pub bands: Vec<BandInfo>,
-    /// Indices into `bands` of red, green and blue: the model's default 3-band input.
+    /// Indices into `bands` shown as red, green and blue in the pictures, and the model's default
+    /// 3-band input: true colour where the sensor has blue, else a false colour `description`
+    /// names.
     pub rgb_bands: [usize; 3],
     pub classes: Vec<ClassInfo>,
     pub split: SplitInfo,
@@ -91,6 +98,9 @@ pub struct PatchGeometry {
 pub struct BandInfo {
     pub name: String,
     pub description: String,
+    /// The sensor's fixed radiometric range mapped to [0, 1] (for reflectance × 10000: 0..10000,
+    /// for 8-bit DNs: 0..255): the same for every scene of that sensor, never computed from the
+    /// pixels. Per-channel standardisation is the trainer's, from the training split.
     pub scale: BandScale,
 }
 
@@ -105,12 +115,15 @@ pub struct ClassInfo {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SplitInfo {
-    /// "spatial-blocks" for the builders.
+    /// "spatial-blocks" (one scene: whole square blocks to one side) or "by-date" (a time
+    /// series of one place: whole dates to one side).
     pub method: String,
     pub seed: u64,
     pub query_ratio: f64,
-    /// Block edge in pixels.
-    pub block_size: usize,
+    /// Block edge in pixels; absent for a split by date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<usize>,
+    /// Distinct `block`s of the patches: spatial blocks, or dates.
     pub blocks: usize,
     pub database: usize,
     pub query: usize,
@@ -134,7 +147,8 @@ pub struct PatchRecord {
     pub y_max: f64,
     /// Share of the patch covered by its class.
     pub majority: f32,
-    /// Spatial block (row, column) the split assigned as a whole.
+    /// What the split assigned as a whole: the spatial block (row, column), or for a split by
+    /// date the scene's date as (year, day of the year). Folds over blocks keep its meaning.
     pub block: [usize; 2],
     pub split: SplitName,
 }
@@ -150,16 +164,41 @@ impl Manifest {
         root.join(MANIFEST_FILE)
     }
 
-    /// Reads `<root>/manifest.json`; `Ok(None)` when there is none (a plain ImageFolder).
+    /// Reads `<root>/manifest.json`; `Ok(None)` when there is none (a plain ImageFolder). A
+    /// manifest of another format is an error, never read as this one: its fields may look the
+    /// same and mean something else (a `/1` scale is one scene's stretch).
     pub fn read_optional(root: &Path) -> Result<Option<Manifest>> {
         let path = Self::path(root);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| DataError::Json { path, source }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(DataError::io(path, e)),
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(DataError::io(path, e)),
+        };
+        Self::from_json(&path, &bytes).map(Some)
+    }
+
+    /// Parses a manifest, checking its format first so that an old one gets the advice to
+    /// rebuild instead of a complaint about some field.
+    pub fn from_json(path: &Path, bytes: &[u8]) -> Result<Manifest> {
+        #[derive(Deserialize)]
+        struct Format {
+            format: Option<String>,
         }
+        let json_err = |source| DataError::Json {
+            path: path.to_path_buf(),
+            source,
+        };
+        let found = serde_json::from_slice::<Format>(bytes)
+            .map_err(json_err)?
+            .format;
+        if found.as_deref() != Some(MANIFEST_FORMAT) {
+            return Err(DataError::ManifestFormat {
+                path: path.to_path_buf(),
+                found: found.unwrap_or_else(|| "none".into()),
+                expected: MANIFEST_FORMAT,
+            });
+        }
+        serde_json::from_slice(bytes).map_err(json_err)
     }
 
     pub fn read(root: &Path) -> Result<Manifest> {
@@ -183,17 +222,22 @@ impl Manifest {
 
     /// Class counts and split sizes as a table for people.
     pub fn summary(&self) -> String {
+        let blocks = match self.split.block_size {
+            Some(px) => format!("{} blocks of {px} px", self.split.blocks),
+            None => format!("{} dates", self.split.blocks),
+        };
         let mut s = format!(
-            "{}: {} patches of {}x{} px ({} m), {} classes, split {} (seed {}, blocks of {} px)\n",
+            "{}: {} patches of {}x{} px ({} m) from {} scene(s), {} classes, split {} (seed {}, \
+             {blocks})\n",
             self.name,
             self.patches.len(),
             self.patch.size,
             self.patch.size,
             self.patch.pixel_size_m,
+            self.scenes.len(),
             self.classes.len(),
             self.split.method,
             self.split.seed,
-            self.split.block_size
         );
         let counts = self
             .classes
@@ -236,4 +280,41 @@ pub fn class_count_table<'a>(
         query_total.to_string(),
     ]);
     table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_old_or_unnamed_format_is_refused_with_the_advice_to_rebuild() {
+        let path = Path::new("set/manifest.json");
+        // Only the format is looked at first: a /1 manifest with every field still fails.
+        for (json, found) in [
+            (
+                r#"{"format": "orbhash-imagefolder/1", "name": "s2"}"#,
+                "orbhash-imagefolder/1",
+            ),
+            (r#"{"name": "s2"}"#, "none"),
+        ] {
+            let error = Manifest::from_json(path, json.as_bytes()).expect_err(json);
+            match &error {
+                DataError::ManifestFormat {
+                    found: f, expected, ..
+                } => {
+                    assert_eq!(f, found);
+                    assert_eq!(*expected, MANIFEST_FORMAT);
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(error.to_string().contains("orbhash data build"), "{error}");
+        }
+    }
+
+    #[test]
+    fn broken_json_is_a_json_error_naming_the_file() {
+        let error = Manifest::from_json(Path::new("m.json"), b"{").expect_err("broken");
+        assert!(matches!(error, DataError::Json { .. }), "{error:?}");
+        assert!(error.to_string().starts_with("m.json"), "{error}");
+    }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::error::{DataError, Result};
 use super::manifest::SplitName;
+use super::preprocess::BandScale;
 
 /// An RGB8 drawing surface.
 #[derive(Clone, Debug)]
@@ -97,6 +98,36 @@ impl Canvas {
             path: path.to_path_buf(),
             source,
         })
+    }
+}
+
+/// A contrast stretch for pictures only: maps one band's values to 0..255 so that a dim winter
+/// scene or a hazy one is visible. It is chosen per data set from its pixels and is *not* the
+/// manifest's `bands[].scale` (the sensor's fixed range, what the model reads): it is never stored
+/// nor fed to a model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DisplayStretch {
+    pub low: f32,
+    pub high: f32,
+}
+
+impl DisplayStretch {
+    /// The 2nd to the 98th percentile of the finite `values`: haze and the odd saturated roof do
+    /// not set the range. `None` when no value is finite.
+    pub fn percentiles(values: &[f32]) -> Option<Self> {
+        BandScale::from_percentiles(values, 2.0, 98.0).map(|s| Self {
+            low: s.low,
+            high: s.high,
+        })
+    }
+
+    /// A value on the 0..255 display scale (no data, NaN, is black).
+    pub fn to_u8(&self, v: f32) -> u8 {
+        if !v.is_finite() {
+            return 0;
+        }
+        let x = ((v - self.low) / (self.high - self.low)).clamp(0.0, 1.0);
+        (x * 255.0).round() as u8
     }
 }
 

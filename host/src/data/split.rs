@@ -5,6 +5,9 @@
 //! - [`blocked_split`]: for patches cut from one scene. Neighbouring patches look alike (and with a
 //!   stride below the patch size they share pixels), so a random split would leak the queries into
 //!   the database. Whole spatial blocks go to one side instead.
+//! - [`date_split`]: for a time series of one place. Every date shows the same ground, so a split
+//!   by patch or by position would put the same field, seen days apart, on both sides. Whole dates
+//!   go to one side instead.
 //!
 //! Both draw from ChaCha8 seeded with the user's seed and shuffle by a hand-written Fisher–Yates
 //! over `next_u64`, so a seed gives the same split on every platform and every release of `rand`.
@@ -244,5 +247,147 @@ pub fn blocked_split(
         assignment,
         block,
         dropped_overlap,
+    }
+}
+
+/// The day a scene was acquired, as Landsat scene ids give it (year and day of the year), which
+/// also orders scenes in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AcquisitionDate {
+    pub year: u16,
+    /// 1 = 1 January.
+    pub day_of_year: u16,
+}
+
+impl AcquisitionDate {
+    /// The calendar date as `YYYY-MM-DD`; `None` when `day_of_year` is not in the year.
+    pub fn iso(&self) -> Option<String> {
+        let leap = (self.year % 4 == 0 && self.year % 100 != 0) || self.year % 400 == 0;
+        let months = [
+            31,
+            if leap { 29 } else { 28 },
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ];
+        let mut day = self.day_of_year;
+        if day == 0 {
+            return None;
+        }
+        for (m, &len) in months.iter().enumerate() {
+            if day <= len {
+                return Some(format!("{:04}-{:02}-{:02}", self.year, m + 1, day));
+            }
+            day -= len;
+        }
+        None
+    }
+}
+
+/// Split by date: `query_count(n, query_ratio)` of the `n` distinct dates become query dates, the
+/// rest database dates. The dates are put in time order and cut into that many runs of
+/// consecutive dates (as equal as can be); one seeded random date of each run is its query date.
+/// So the queries are spread over the whole series (every year, every season that has enough
+/// scenes) rather than bunched in one summer, and the same seed gives the same split.
+///
+/// Returns one side per entry of `dates`; entries with equal dates share a side.
+pub fn date_split(dates: &[AcquisitionDate], query_ratio: f64, seed: u64) -> Vec<SplitName> {
+    let distinct: Vec<AcquisitionDate> = dates
+        .iter()
+        .copied()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let n = distinct.len();
+    let runs = query_count(n, query_ratio);
+    let mut rng = rng(seed);
+    let mut query_dates = std::collections::BTreeSet::new();
+    for k in 0..runs {
+        let (start, end) = (k * n / runs, (k + 1) * n / runs);
+        let pick = start + (rng.next_u64() % (end - start) as u64) as usize;
+        query_dates.insert(distinct[pick]);
+    }
+    dates
+        .iter()
+        .map(|d| {
+            if query_dates.contains(d) {
+                SplitName::Query
+            } else {
+                SplitName::Database
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(year: u16, day_of_year: u16) -> AcquisitionDate {
+        AcquisitionDate { year, day_of_year }
+    }
+
+    /// A 16-day revisit over five years, in scrambled order, with one date given twice.
+    fn series() -> Vec<AcquisitionDate> {
+        let mut dates: Vec<AcquisitionDate> = (2008..2013)
+            .flat_map(|y| (0..22).map(move |k| date(y, 5 + 16 * k)))
+            .collect();
+        dates.push(date(2010, 69));
+        let mut rng = rng(99);
+        shuffle(&mut dates, &mut rng);
+        dates
+    }
+
+    #[test]
+    fn date_split_keeps_each_date_on_one_side_and_spreads_the_queries() {
+        let dates = series();
+        let sides = date_split(&dates, 0.2, 3);
+        let mut side_of: BTreeMap<AcquisitionDate, SplitName> = BTreeMap::new();
+        for (d, s) in dates.iter().zip(&sides) {
+            assert_eq!(*side_of.entry(*d).or_insert(*s), *s, "{d:?} on both sides");
+        }
+        let query: Vec<AcquisitionDate> = side_of
+            .iter()
+            .filter(|(_, s)| **s == SplitName::Query)
+            .map(|(d, _)| *d)
+            .collect();
+        // 110 distinct dates: 22 query dates, at least four in every year.
+        assert_eq!(side_of.len(), 110);
+        assert_eq!(query.len(), 22);
+        for year in 2008..2013 {
+            let n = query.iter().filter(|d| d.year == year).count();
+            assert!(n >= 4, "{n} query dates in {year}");
+        }
+    }
+
+    #[test]
+    fn date_split_is_deterministic_and_depends_on_the_seed() {
+        let dates = series();
+        assert_eq!(date_split(&dates, 0.2, 3), date_split(&dates, 0.2, 3));
+        assert_ne!(date_split(&dates, 0.2, 3), date_split(&dates, 0.2, 4));
+    }
+
+    #[test]
+    fn date_split_of_few_dates_keeps_both_sides() {
+        let dates = [date(2009, 10), date(2009, 26)];
+        let sides = date_split(&dates, 0.2, 0);
+        assert!(sides.contains(&SplitName::Query) && sides.contains(&SplitName::Database));
+        assert!(date_split(&[], 0.2, 0).is_empty());
+    }
+
+    #[test]
+    fn day_of_year_to_calendar_date() {
+        assert_eq!(date(2008, 118).iso().as_deref(), Some("2008-04-27"));
+        assert_eq!(date(2008, 366).iso().as_deref(), Some("2008-12-31"));
+        assert_eq!(date(2009, 60).iso().as_deref(), Some("2009-03-01"));
+        assert_eq!(date(2009, 366).iso(), None);
+        assert_eq!(date(2009, 0).iso(), None);
     }
 }
