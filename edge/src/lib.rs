@@ -5,6 +5,7 @@
 //! - [`queue`]: the durable store-and-forward queue of downlink frames;
 //! - [`link`]: file, TCP, serial or stdout, optionally through a simulated intermittent channel;
 //! - [`run`]: the tokio pipeline tying them together; [`bench`]: the speed and profile tables;
+//! - [`screen`]: on-board screening, tiles of given labels kept off the link;
 //! - [`cli`]: the `orbhash-edge` command line.
 
 pub mod bench;
@@ -12,4 +13,5 @@ pub mod cli;
 pub mod link;
 pub mod queue;
 pub mod run;
+pub mod screen;
 pub mod source;

@@ -17,6 +17,8 @@
 //!   and which sequence count comes next, so none is hashed twice or reused.
 //! - `epoch`: the pass/boot counter, raised at every open (the wire's epoch must grow at every
 //!   reboot).
+//! - `screened.log` (only with `--drop-label`): tiles screened out instead of queued, kept by
+//!   [`crate::screen`], not by the queue.
 //!
 //! Bounded size: when the unsent bytes exceed the limit, the oldest whole segment is dropped
 //! (oldest-first: on a long outage the newest observations are worth more), its records are

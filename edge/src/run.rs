@@ -11,8 +11,11 @@
 //! Bounded channels give backpressure: a slow model slows the reader, a slow disk the model. The
 //! link never slows inference: frames wait in the queue (see [`crate::queue`]) until contact.
 //! Tiles whose records an earlier run already queued are skipped, so a restart after a crash
-//! neither loses nor repeats a record.
+//! neither loses nor repeats a record. With `--drop-label`, the packetiser screens each tile
+//! before it becomes a record (see [`crate::screen`]): a dropped tile is logged instead of
+//! queued, and a restart skips it too.
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +27,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::link::{ChannelStats, Link, LinkTarget, Simulation};
 use crate::queue::{Queue, QueueError, QueueStats};
+use crate::screen::{Dropped, Screen, ScreenError, ScreenLog, ScreeningOptions};
 use crate::source::{SourceError, Tile, TileProblem, TileSource};
 use orbhash_cli::error_chain;
 use orbhash_infer::hasher::{Hashed, Hasher, HasherError};
@@ -47,6 +51,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Stop after this many newly hashed tiles (tests and demonstrations of restarts).
     pub max_tiles: Option<u32>,
+    /// Tiles not to downlink, by predicted label.
+    pub screening: ScreeningOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +63,8 @@ pub enum RunError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Screen(#[from] ScreenError),
     #[error("packetiser: {0}")]
     Packet(String),
     #[error("pipeline stage failed: {0}")]
@@ -85,10 +93,44 @@ pub struct RunSummary {
     /// Raw bytes of the hashed tiles (samples as 16-bit values) vs the bytes written to the link.
     pub raw_tile_bytes: u64,
     pub downlinked_bytes: u64,
+    /// What `--drop-label` kept off the link; `None` without it.
+    pub screening: Option<ScreeningSummary>,
     pub seconds: f64,
     pub inference_seconds: f64,
     pub tiles_per_second: f64,
     pub ms_per_tile: f64,
+}
+
+/// What screening dropped, and what it saved. Counts and bytes are this run's, except
+/// `tiles_already_dropped`: tiles earlier runs dropped (from the queue directory's
+/// `screened.log`), skipped by this one.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScreeningSummary {
+    /// The dropped class names.
+    pub labels: Vec<String>,
+    /// The threshold at the wire's confidence resolution (1/255).
+    pub min_confidence: f32,
+    /// Tiles dropped, per label (every dropped label listed, also at 0).
+    pub tiles_dropped: BTreeMap<String, u64>,
+    pub tiles_already_dropped: BTreeMap<String, u64>,
+    /// This run's dropped tiles: (tile id, label), in tile order.
+    pub dropped_tiles: Vec<(u32, String)>,
+    /// Raw bytes of the dropped tiles (samples as 16-bit values).
+    pub raw_tile_bytes_not_sent: u64,
+    /// Frame bytes this run queued, and what the same tiles would have cost unscreened (the
+    /// records of the dropped tiles delta-coded among the others, packets framed as sent).
+    pub record_bytes_queued: u64,
+    pub record_bytes_unscreened: u64,
+    pub record_bytes_not_sent: u64,
+}
+
+/// What the packetiser saw of the screening.
+#[derive(Default)]
+struct Screened {
+    dropped: Vec<(u32, u16)>,
+    raw_bytes: u64,
+    frame_bytes: u64,
+    unscreened_frame_bytes: u64,
 }
 
 #[derive(Default)]
@@ -102,6 +144,11 @@ struct Counters {
 
 const MAX_PROBLEMS_REPORTED: usize = 20;
 
+/// The wire's writer errors are `Debug` only (the crate is `no_std`).
+fn packet_error(error: impl std::fmt::Debug) -> RunError {
+    RunError::Packet(format!("{error:?}"))
+}
+
 pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let batch = options.batch.max(1);
@@ -112,6 +159,8 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
             .map_err(|e| RunError::Stage(e.to_string()))??
     };
     let card = hasher.card().clone();
+    // Labels are checked against the card before anything is read, queued or hashed.
+    let screen = Screen::new(&options.screening, &card)?;
     // The bands are checked here, once, before any tile is read for hashing.
     let source = Arc::new(TileSource::open(&options.tiles, &card)?);
     let bands_assumed = source.assumed_bands().map(<[String]>::to_vec);
@@ -127,10 +176,26 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
     let (queue, recovery) = Queue::open(&options.queue, options.queue_max_bytes)?;
     let queue = Arc::new(Mutex::new(queue));
     let scene_id = source.scene_id();
+    // Earlier drops of this scene that the current screening agrees with, unless a run without
+    // it has since queued the tile's record.
+    let (mut screen_log, already_dropped) = match &screen {
+        Some(screen) => {
+            let (log, earlier) = ScreenLog::open(&options.queue)?;
+            let honoured: Vec<Dropped> = ScreenLog::honoured(screen, &earlier)
+                .filter(|d| d.scene_id == scene_id && d.tile_id < source.len())
+                .filter(|d| !recovery.done.contains(&(d.scene_id, d.tile_id)))
+                .copied()
+                .collect();
+            (Some(log), honoured)
+        }
+        None => (None, Vec::new()),
+    };
+    let skip_dropped: HashSet<u32> = already_dropped.iter().map(|d| d.tile_id).collect();
     let mut todo: Vec<u32> = (0..source.len())
         .filter(|&tile| !recovery.done.contains(&(scene_id, tile)))
+        .filter(|tile| !skip_dropped.contains(tile))
         .collect();
-    let already_done = source.len() - todo.len() as u32;
+    let already_done = source.len() - todo.len() as u32 - skip_dropped.len() as u32;
     todo.truncate(options.max_tiles.map_or(usize::MAX, |n| n as usize));
     let tiles_to_hash = todo.len();
     let counters = Arc::new(Counters::default());
@@ -230,27 +295,44 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
         config.max_records = options.max_records_per_packet;
         let capture_time_ms = options.capture_time_ms;
         let next_sequence_count = recovery.next_sequence_count;
-        tokio::task::spawn_blocking(move || -> Result<(), RunError> {
+        let screen = screen.clone();
+        let mut screen_log = screen_log.take();
+        let model_id = card.model_id;
+        tokio::task::spawn_blocking(move || -> Result<Screened, RunError> {
             let result = (|| {
-                let mut writer =
-                    PacketWriter::new(config).map_err(|e| RunError::Packet(format!("{e:?}")))?;
+                // What the run would have queued unscreened, measured by packing every record a
+                // second time: delta coding makes a record's cost depend on its neighbours.
+                let mut unscreened = match screen {
+                    Some(_) => Some(PacketWriter::new(config.clone()).map_err(packet_error)?),
+                    None => None,
+                };
+                let mut writer = PacketWriter::new(config).map_err(packet_error)?;
                 writer.resume_sequence_count(next_sequence_count);
                 let mut frames: Vec<u8> = Vec::new();
-                let commit = |frames: &mut Vec<u8>| -> Result<(), RunError> {
-                    if frames.is_empty() {
-                        return Ok(());
-                    }
-                    let mut queue = queue
-                        .lock()
-                        .map_err(|_| RunError::Stage("queue lock poisoned".into()))?;
-                    for frame in frames.split_inclusive(|&b| b == 0) {
-                        queue.append(frame)?;
-                    }
-                    frames.clear();
-                    queued.notify_one();
-                    Ok(())
-                };
+                let mut unscreened_frames: Vec<u8> = Vec::new();
+                let mut screened = Screened::default();
+                let commit =
+                    |frames: &mut Vec<u8>, log: &mut Option<ScreenLog>| -> Result<(), RunError> {
+                        if frames.is_empty() {
+                            return Ok(());
+                        }
+                        // Decisions made durable with the records around them; one lost to a crash
+                        // before this is made again on restart (the same model decides the same).
+                        if let Some(log) = log {
+                            log.flush()?;
+                        }
+                        let mut queue = queue
+                            .lock()
+                            .map_err(|_| RunError::Stage("queue lock poisoned".into()))?;
+                        for frame in frames.split_inclusive(|&b| b == 0) {
+                            queue.append(frame)?;
+                        }
+                        frames.clear();
+                        queued.notify_one();
+                        Ok(())
+                    };
                 while let Some((tile, hashed)) = result_rx.blocking_recv() {
+                    let raw_bytes = 2 * tile.image.samples.len() as u64;
                     let record = Record {
                         tile_id: tile.tile_id,
                         capture_time_ms,
@@ -264,18 +346,54 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
                         confidence: hashed.confidence,
                         code: hashed.code,
                     };
+                    if let Some(unscreened) = &mut unscreened {
+                        let mut sink = orbhash_wire::StdIo(&mut unscreened_frames);
+                        unscreened.push(&record, &mut sink).map_err(packet_error)?;
+                        screened.unscreened_frame_bytes += unscreened_frames.len() as u64;
+                        unscreened_frames.clear();
+                    }
+                    let drop = screen
+                        .as_ref()
+                        .is_some_and(|s| s.drops(record.label, record.confidence));
+                    if drop {
+                        screened.dropped.push((record.tile_id, record.label));
+                        screened.raw_bytes += raw_bytes;
+                        if let Some(log) = &mut screen_log {
+                            log.push(&Dropped {
+                                model_id,
+                                scene_id: record.position.scene_id,
+                                tile_id: record.tile_id,
+                                label: record.label,
+                                confidence: record.confidence,
+                                raw_bytes,
+                            });
+                            // Bounds the work a crash can undo when most tiles are dropped and
+                            // few packets close.
+                            if log.pending() >= usize::from(writer.config().max_records) {
+                                log.flush()?;
+                            }
+                        }
+                        continue;
+                    }
                     let mut sink = orbhash_wire::StdIo(&mut frames);
-                    writer
-                        .push(&record, &mut sink)
-                        .map_err(|e| RunError::Packet(format!("{e:?}")))?;
+                    writer.push(&record, &mut sink).map_err(packet_error)?;
                     counters.records.fetch_add(1, Ordering::Relaxed);
-                    commit(&mut frames)?;
+                    screened.frame_bytes += frames.len() as u64;
+                    commit(&mut frames, &mut screen_log)?;
                 }
                 let mut sink = orbhash_wire::StdIo(&mut frames);
-                writer
-                    .flush(&mut sink)
-                    .map_err(|e| RunError::Packet(format!("{e:?}")))?;
-                commit(&mut frames)
+                writer.flush(&mut sink).map_err(packet_error)?;
+                screened.frame_bytes += frames.len() as u64;
+                commit(&mut frames, &mut screen_log)?;
+                if let Some(log) = &mut screen_log {
+                    log.flush()?;
+                }
+                if let Some(unscreened) = &mut unscreened {
+                    let mut sink = orbhash_wire::StdIo(&mut unscreened_frames);
+                    unscreened.flush(&mut sink).map_err(packet_error)?;
+                    screened.unscreened_frame_bytes += unscreened_frames.len() as u64;
+                }
+                Ok(screened)
             })();
             producing.store(false, Ordering::SeqCst);
             queued.notify_one();
@@ -373,7 +491,7 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
         ticker.abort();
     }
     inference_result?;
-    packetiser_result?;
+    let screened = packetiser_result?;
 
     let (queue_stats, left) = {
         let queue = queue
@@ -385,6 +503,39 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
     let hashed = counters.hashed.load(Ordering::Relaxed);
     let inference_seconds = counters.inference_ns.load(Ordering::Relaxed) as f64 / 1e9;
     let problems = problems.lock().map(|p| p.clone()).unwrap_or_default();
+    let screening = screen.map(|screen| {
+        let name = |label: u16| {
+            card.classes
+                .get(usize::from(label))
+                .cloned()
+                .unwrap_or_else(|| format!("class {label}"))
+        };
+        let per_label = |labels: &mut dyn Iterator<Item = u16>| {
+            let mut counts: BTreeMap<String, u64> =
+                screen.names().iter().map(|n| (n.clone(), 0)).collect();
+            for label in labels {
+                *counts.entry(name(label)).or_default() += 1;
+            }
+            counts
+        };
+        ScreeningSummary {
+            labels: screen.names().to_vec(),
+            min_confidence: screen.min_confidence(),
+            tiles_dropped: per_label(&mut screened.dropped.iter().map(|&(_, label)| label)),
+            tiles_already_dropped: per_label(&mut already_dropped.iter().map(|d| d.label)),
+            dropped_tiles: screened
+                .dropped
+                .iter()
+                .map(|&(tile, label)| (tile, name(label)))
+                .collect(),
+            raw_tile_bytes_not_sent: screened.raw_bytes,
+            record_bytes_queued: screened.frame_bytes,
+            record_bytes_unscreened: screened.unscreened_frame_bytes,
+            record_bytes_not_sent: screened
+                .unscreened_frame_bytes
+                .saturating_sub(screened.frame_bytes),
+        }
+    });
     Ok(RunSummary {
         model_id: card.model_id.to_string(),
         epoch: recovery.epoch,
@@ -401,6 +552,7 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
         frames_left_in_queue: left,
         raw_tile_bytes: counters.raw_bytes.load(Ordering::Relaxed),
         downlinked_bytes: queue_stats.bytes_sent,
+        screening,
         seconds,
         inference_seconds,
         tiles_per_second: hashed as f64 / seconds.max(1e-9),

@@ -102,6 +102,7 @@ fn train_export_hash_downlink_ingest_and_find_a_tile_by_its_image() {
             capture_time_ms: 1_487_239_261_000,
             progress: false,
             max_tiles: None,
+            screening: Default::default(),
         }))
         .expect("edge run");
     assert_eq!(summary.tiles_failed, 0, "{:?}", summary.problems);
