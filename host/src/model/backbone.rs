@@ -116,13 +116,15 @@ impl fmt::Debug for Backbone {
 }
 
 impl Backbone {
-    /// The `kind` network for `channels` input bands. Only EfficientNet-Lite0 takes other than
-    /// three: its stem is widened ([`load_pretrained`] says how the extra filters start).
+    /// The `kind` network for `channels` input bands. EfficientNet-Lite0 widens its stem
+    /// ([`load_pretrained`] says how the extra filters start) and the untrained small CNN takes
+    /// any count; the torchvision networks take three.
     pub fn new(path: &nn::Path, kind: BackboneKind, channels: usize) -> anyhow::Result<Self> {
-        if channels != 3 && kind != BackboneKind::EffnetLite0 {
+        let any_bands = matches!(kind, BackboneKind::EffnetLite0 | BackboneKind::SmallCnn);
+        if channels != 3 && !any_bands {
             anyhow::bail!(
                 "the {kind} backbone takes 3 bands (red, green, blue), not {channels}: train it \
-                 with --bands rgb, or use effnet-lite0, whose stem widens to every band"
+                 with --bands rgb, or use effnet-lite0 or small-cnn, which take every band"
             );
         }
         let network = match kind {
@@ -137,7 +139,9 @@ impl Backbone {
             BackboneKind::Resnet18 => {
                 Network::Whole(Box::new(tch::vision::resnet::resnet18_no_final_layer(path)))
             }
-            BackboneKind::SmallCnn => Network::Whole(Box::new(small_cnn(path))),
+            BackboneKind::SmallCnn => {
+                Network::Whole(Box::new(small_cnn(path, channels as i64)))
+            }
         };
         Ok(Self { kind, network })
     }
@@ -276,9 +280,9 @@ fn alexnet_fc7(path: &nn::Path) -> impl ModuleT {
         .add_fn(|xs| xs.relu())
 }
 
-fn small_cnn(path: &nn::Path) -> impl ModuleT {
+fn small_cnn(path: &nn::Path, input_channels: i64) -> impl ModuleT {
     let mut network = nn::seq_t();
-    let mut channels = 3;
+    let mut channels = input_channels;
     for (index, width) in SMALL_CNN_LAYERS.into_iter().enumerate() {
         let output = SMALL_CNN_WIDTH * width;
         let config = nn::ConvConfig {
