@@ -69,6 +69,19 @@ impl ConfusionMatrix {
     pub fn diagonal(&self) -> u64 {
         (0..self.classes).map(|c| self.counts[c][c]).sum()
     }
+
+    /// F1 of each class, 2·TP / (2·TP + FP + FN); `None` for a class that is neither true nor
+    /// predicted anywhere (0/0: nothing to be right or wrong about).
+    pub fn per_class_f1(&self) -> Vec<Option<f64>> {
+        (0..self.classes)
+            .map(|c| {
+                let tp = self.counts[c][c];
+                let wrong = self.row_total(c) + self.column_total(c) - 2 * tp;
+                let denominator = 2 * tp + wrong;
+                (denominator > 0).then(|| 2.0 * tp as f64 / denominator as f64)
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,7 +13,10 @@ use crate::train::schedule::Schedule;
 use crate::train::trainer::BackboneTraining;
 use crate::train::TrainConfig;
 
-use super::bench::{retrieval_bench, write_outcome, Method, RetrievalBenchOptions};
+use super::bench::{
+    cross_validated_bench, retrieval_bench, write_outcome, CvOptions, Grid, Method,
+    RetrievalBenchOptions,
+};
 use super::checkpoint::evaluate_checkpoint;
 
 #[derive(Debug, Args)]
@@ -62,6 +65,16 @@ pub enum MethodArg {
     Dpsh,
     ClassificationOnly,
     Dhcnn,
+    /// Majority class; every query ranks the database by class frequency.
+    Majority,
+    /// Logistic regression on per-band mean/std (and NDVI's).
+    LrBands,
+    /// kNN on per-band statistics (standardised Euclidean).
+    KnnBands,
+    /// kNN on the frozen backbone features (cosine).
+    KnnFeatures,
+    /// Logistic regression on the frozen backbone features (a linear probe).
+    LrFeatures,
 }
 
 impl From<MethodArg> for Method {
@@ -72,6 +85,11 @@ impl From<MethodArg> for Method {
             MethodArg::Dpsh => Self::Dpsh,
             MethodArg::ClassificationOnly => Self::ClassificationOnly,
             MethodArg::Dhcnn => Self::Dhcnn,
+            MethodArg::Majority => Self::Majority,
+            MethodArg::LrBands => Self::LogisticBands,
+            MethodArg::KnnBands => Self::KnnBands,
+            MethodArg::KnnFeatures => Self::KnnFeatures,
+            MethodArg::LrFeatures => Self::LogisticFeatures,
         }
     }
 }
@@ -82,15 +100,41 @@ impl From<MethodArg> for Method {
 pub struct RetrievalBenchArgs {
     #[arg(long, default_value = ".cache/data/s2-brandenburg")]
     pub data: PathBuf,
-    /// Code lengths, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "16,32,64")]
+    /// Spatial-block cross-validation folds; 1 = the data set's own database/query split (the
+    /// bench before issue 16, stable tie rule, hashing methods only).
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// Code lengths, comma-separated [default: 64 with --folds ≥ 2, 16,32,64 with --folds 1].
+    #[arg(long, value_delimiter = ',')]
     pub bits: Vec<usize>,
-    /// Number of seeds (0, 1, …): initialisation and batch order, LSH's projections, ITQ's start.
-    #[arg(long, default_value_t = 3)]
-    pub seeds: u64,
+    /// Seeds, comma-separated: initialisation and batch order, LSH's projections, ITQ's start.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    pub seeds: Vec<u64>,
+    /// Seed of the fold assignment, the inner splits and the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    pub fold_seed: u64,
+    /// DHCNN's β values for the inner-fold choice (every β with every η).
+    #[arg(long, value_delimiter = ',', default_value = "1,5,25")]
+    pub grid_beta: Vec<f64>,
+    /// DHCNN's η values for the inner-fold choice.
+    #[arg(long, value_delimiter = ',', default_value = "0.2,0.5")]
+    pub grid_eta: Vec<f64>,
+    /// DPSH's β values for the inner-fold choice.
+    #[arg(long, value_delimiter = ',', default_value = "1,5,25")]
+    pub grid_dpsh_beta: Vec<f64>,
+    /// Logistic regression's L2 penalties for the inner-fold choice (by validation log-loss).
+    #[arg(long, value_delimiter = ',', default_value = "0.001,0.01,0.1,1")]
+    pub grid_l2: Vec<f64>,
+    /// kNN's k values for the inner-fold choice (by validation OA).
+    #[arg(long, value_delimiter = ',', default_value = "1,5,15")]
+    pub grid_k: Vec<usize>,
+    /// Bootstrap resamples over queries for DHCNN's intervals.
+    #[arg(long, default_value_t = 2000)]
+    pub bootstrap: usize,
     #[arg(long, default_value_t = 30)]
     pub epochs: usize,
-    /// Methods to run, comma-separated [default: all].
+    /// Methods to run, comma-separated [default: all; the simple baselines (majority, lr-*,
+    /// knn-*) need --folds ≥ 2].
     #[arg(long, value_enum, value_delimiter = ',')]
     pub methods: Vec<MethodArg>,
     /// Write every run and the table as JSON here.
@@ -108,10 +152,10 @@ pub struct RetrievalBenchArgs {
     /// DHCNN's and classification-only's Θ scale (DPSH always uses 2).
     #[arg(long, default_value_t = 32.0)]
     pub scale: f64,
-    /// DHCNN's η (classification-only uses 0, DPSH 1).
+    /// DHCNN's η (classification-only uses 0, DPSH 1); with --folds ≥ 2 the grid's values.
     #[arg(long, default_value_t = 0.2)]
     pub eta: f64,
-    /// β: weight of the quantisation term (DHCNN and DPSH).
+    /// β: weight of the quantisation term (DHCNN and DPSH); with --folds ≥ 2 the grid's values.
     #[arg(long, default_value_t = 1.0)]
     pub beta: f64,
     #[arg(long, default_value_t = 1e-2)]
@@ -159,16 +203,80 @@ impl RetrievalBenchArgs {
         } else {
             self.methods.iter().map(|&m| m.into()).collect()
         };
+        let bits = if self.bits.is_empty() {
+            vec![16, 32, 64]
+        } else {
+            self.bits.clone()
+        };
         Ok(RetrievalBenchOptions {
             base,
-            bits: self.bits.clone(),
-            seeds: (0..self.seeds).collect(),
+            bits,
+            seeds: self.seeds.clone(),
             methods,
+        })
+    }
+
+    /// The cross-validated bench's options (`--folds` ≥ 2).
+    pub fn cv_options(&self) -> anyhow::Result<CvOptions> {
+        let single = self.options()?;
+        let methods = if self.methods.is_empty() {
+            Method::CROSS_VALIDATED.to_vec()
+        } else {
+            single.methods
+        };
+        Ok(CvOptions {
+            base: single.base,
+            bits: if self.bits.is_empty() {
+                vec![64]
+            } else {
+                self.bits.clone()
+            },
+            seeds: self.seeds.clone(),
+            methods,
+            folds: self.folds,
+            fold_seed: self.fold_seed,
+            grid: Grid {
+                dhcnn_beta: self.grid_beta.clone(),
+                dhcnn_eta: self.grid_eta.clone(),
+                dpsh_beta: self.grid_dpsh_beta.clone(),
+                l2: self.grid_l2.clone(),
+                knn_k: self.grid_k.clone(),
+            },
+            bootstrap: self.bootstrap,
         })
     }
 }
 
+fn run_cross_validated(args: &RetrievalBenchArgs) -> anyhow::Result<()> {
+    let options = args.cv_options()?;
+    let outcome = cross_validated_bench(&options, args.device, &mut |line| eprintln!("{line}"))?;
+    println!(
+        "backbone features in {:.1} s; protocol in {:.1} s",
+        outcome.backbone_seconds, outcome.seconds
+    );
+    if let Some(source) = &outcome.band_statistics {
+        println!("band statistics: {source}");
+    }
+    println!("{}", outcome.to_terminal());
+    if args.markdown {
+        println!("{}", outcome.to_markdown());
+    }
+    if let Some(path) = &args.out {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&outcome)?)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 pub fn run_retrieval_bench(args: &RetrievalBenchArgs) -> anyhow::Result<()> {
+    match args.folds {
+        0 => anyhow::bail!("--folds must be 1 (the data set's own split) or more"),
+        1 => {}
+        _ => return run_cross_validated(args),
+    }
     let options = args.options()?;
     let outcome = retrieval_bench(&options, args.device, &mut |run| {
         eprintln!(

@@ -7,6 +7,8 @@
 //! - [`retrieval`]: mAP by Hamming ranking, P@k / R@k, precision/recall within a radius.
 //! - [`classification`]: OA, AA, Cohen's kappa, confusion matrix.
 //! - [`baselines`]: LSH and ITQ on backbone features.
+//! - [`folds`], [`logistic`], [`simple`], [`bootstrap`]: spatial-block folds, logistic regression,
+//!   the simple baselines and the paired bootstrap of the cross-validated bench.
 //! - [`report`], [`plot`]: the JSON report and its terminal table, PNG plots.
 //! - [`synthetic`]: seeded clusters for unit tests only, never reported as results.
 //!
@@ -17,14 +19,18 @@
 
 pub mod baselines;
 pub mod bench;
+pub mod bootstrap;
 pub mod checkpoint;
 pub mod classification;
 pub mod cli;
 pub mod codes;
 mod error;
+pub mod folds;
+pub mod logistic;
 pub mod plot;
 pub mod report;
 pub mod retrieval;
+pub mod simple;
 pub mod synthetic;
 
 pub use baselines::{itq, itq_with_pca, lsh, FeatureMatrix, Itq, ItqOptions, LinearHash, Pca};
@@ -37,5 +43,6 @@ pub use codes::CodeSet;
 pub use error::EvalError;
 pub use report::{evaluate, EvalOptions, EvalReport};
 pub use retrieval::{
-    evaluate_retrieval, EmptyRadius, RadiusPoint, RetrievalMetrics, RetrievalOptions, TieRule,
+    evaluate_float_ranking, evaluate_retrieval, EmptyRadius, RadiusPoint, RetrievalMetrics,
+    RetrievalOptions, TieRule,
 };

@@ -203,6 +203,88 @@ pub fn evaluate_retrieval(
     Ok(total.finish(queries.len(), database.len(), options))
 }
 
+/// Ranks `database` for every query by a float distance (smaller first) instead of a Hamming
+/// distance, with the same AP and P@k as [`evaluate_retrieval`]: for methods that keep float
+/// features (kNN) or only score classes (logistic regression, majority class).
+///
+/// `distances` is row-major, one row of `database_labels.len()` values per query. Exactly equal
+/// distances are ties under `options.ties`, so a ranking that only orders classes (every item of a
+/// class at one distance) gets its expected AP under [`TieRule::Expected`]. Each query's
+/// distances are replaced by their dense rank (0 for the nearest value, 1 for the next, …) and
+/// ranked as integer distances, so the two functions share their arithmetic. A float ranking has
+/// no Hamming radius: `radius` is empty and `bits` is 0.
+pub fn evaluate_float_ranking(
+    distances: &[f32],
+    database_labels: &[usize],
+    query_labels: &[usize],
+    options: &RetrievalOptions,
+) -> Result<RetrievalMetrics, EvalError> {
+    let n = database_labels.len();
+    if n == 0 {
+        return Err(EvalError::EmptyDatabase);
+    }
+    if query_labels.is_empty() {
+        return Err(EvalError::EmptyQueries);
+    }
+    if distances.len() != n * query_labels.len() {
+        return Err(EvalError::RaggedFlat {
+            what: "query-to-database distances",
+            len: distances.len(),
+            row_len: n,
+        });
+    }
+    if let Some(row) = distances
+        .chunks_exact(n)
+        .position(|row| row.iter().any(|d| !d.is_finite()))
+    {
+        return Err(EvalError::NonFinite {
+            what: "query-to-database distances",
+            row,
+        });
+    }
+    if options.max_k == 0 {
+        return Err(EvalError::InvalidOption {
+            what: "max_k",
+            value: "0".into(),
+            why: "P@k needs k ≥ 1",
+        });
+    }
+    // At most n distinct distances, so n buckets suffice (bucket n stays empty).
+    let buckets = n;
+    let max_k = options.max_k.min(n);
+    let query_ids: Vec<usize> = (0..query_labels.len()).collect();
+    let partials: Vec<Partial> = query_ids
+        .par_chunks(CHUNK)
+        .map(|chunk| {
+            let mut partial = Partial::new(buckets, max_k);
+            let mut scratch = Scratch::new(n, buckets, max_k);
+            let mut order: Vec<usize> = (0..n).collect();
+            for &q in chunk {
+                let row = &distances[q * n..(q + 1) * n];
+                order.sort_by(|&a, &b| row[a].total_cmp(&row[b]).then(a.cmp(&b)));
+                let mut rank = 0u32;
+                for (position, &item) in order.iter().enumerate() {
+                    if position > 0 && row[item] != row[order[position - 1]] {
+                        rank += 1;
+                    }
+                    scratch.distances[item] = rank;
+                }
+                scratch.rank_distances(database_labels, query_labels[q], options.ties);
+                partial.add(&scratch);
+            }
+            partial
+        })
+        .collect();
+    let mut total = Partial::new(buckets, max_k);
+    for partial in &partials {
+        total.merge(partial);
+    }
+    let mut metrics = total.finish(query_labels.len(), n, options);
+    metrics.bits = 0;
+    metrics.radius.clear();
+    Ok(metrics)
+}
+
 /// Per-thread buffers, reused across queries so the hot loop allocates nothing.
 struct Scratch {
     bits: usize,
@@ -253,6 +335,11 @@ impl Scratch {
         ties: TieRule,
     ) {
         database.distances_into(query, &mut self.distances);
+        self.rank_distances(labels, label, ties);
+    }
+
+    /// Ranks by `self.distances`, already filled with integer distances in `0..=bits`.
+    fn rank_distances(&mut self, labels: &[usize], label: usize, ties: TieRule) {
         for v in [
             &mut self.count,
             &mut self.relevant,

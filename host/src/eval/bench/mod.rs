@@ -30,8 +30,11 @@ use crate::train::TrainConfig;
 use super::checkpoint::{data_set_name, tensor_rows, HashedDataset};
 use super::{evaluate, itq_with_pca, lsh, EvalOptions, EvalReport, FeatureMatrix, ItqOptions, Pca};
 
+pub mod cv;
+mod cv_table;
 mod table;
 
+pub use cv::{cross_validated_bench, CvOptions, CvOutcome, Grid};
 pub use table::{mean_std, BenchRow, BenchTable, STANDARD_METHODS};
 
 /// The compared methods, in the table's order ([`STANDARD_METHODS`]).
@@ -42,9 +45,30 @@ pub enum Method {
     Dpsh,
     ClassificationOnly,
     Dhcnn,
+    /// The cross-validated bench's simple baselines ([`cv`]): no hash code, no training.
+    Majority,
+    LogisticBands,
+    KnnBands,
+    KnnFeatures,
+    LogisticFeatures,
 }
 
 impl Method {
+    /// Every method the cross-validated bench runs by default, in its table's order.
+    pub const CROSS_VALIDATED: [Self; 10] = [
+        Self::Majority,
+        Self::LogisticBands,
+        Self::KnnBands,
+        Self::KnnFeatures,
+        Self::LogisticFeatures,
+        Self::Lsh,
+        Self::Itq,
+        Self::Dpsh,
+        Self::ClassificationOnly,
+        Self::Dhcnn,
+    ];
+
+    /// The hashing methods of issue 5: what the single-split bench runs.
     pub const ALL: [Self; 5] = [
         Self::Lsh,
         Self::Itq,
@@ -60,7 +84,20 @@ impl Method {
             Self::Dpsh => "DPSH",
             Self::ClassificationOnly => "classification-only",
             Self::Dhcnn => "DHCNN",
+            Self::Majority => "majority class",
+            Self::LogisticBands => "LR (band stats)",
+            Self::KnnBands => "kNN (band stats)",
+            Self::KnnFeatures => "kNN (backbone, cosine)",
+            Self::LogisticFeatures => "LR (backbone)",
         }
+    }
+
+    /// Whether the method gives hash codes (and so depends on the code length).
+    pub fn hashes(self) -> bool {
+        matches!(
+            self,
+            Self::Lsh | Self::Itq | Self::Dpsh | Self::ClassificationOnly | Self::Dhcnn
+        )
     }
 
     /// The training configuration of a trained method at `bits` and `seed`, derived from DHCNN's
@@ -73,7 +110,13 @@ impl Method {
             ..base.clone()
         };
         match self {
-            Self::Lsh | Self::Itq => return None,
+            Self::Lsh
+            | Self::Itq
+            | Self::Majority
+            | Self::LogisticBands
+            | Self::KnnBands
+            | Self::KnnFeatures
+            | Self::LogisticFeatures => return None,
             Self::Dhcnn => {}
             // η = 0: the hash layer learns from the classifier's cross-entropy alone.
             Self::ClassificationOnly => config.loss.combination = with_hash_weight(base, 0.0),
@@ -146,8 +189,20 @@ pub fn retrieval_bench(
     progress: &mut dyn FnMut(&BenchRun),
 ) -> anyhow::Result<BenchOutcome> {
     let device = select_device(device)?;
-    let base = &options.base;
-    let dataset = load_dataset(base)?;
+    let dataset = load_dataset(&options.base)?;
+    let (features, backbone_seconds) = frozen_features(&options.base, &dataset, device)?;
+    let mut outcome = bench_on_features(&dataset, &features, options, device, progress)?;
+    outcome.backbone_seconds = backbone_seconds;
+    Ok(outcome)
+}
+
+/// The frozen backbone's features of every sample (in sample order), computed once, and the
+/// seconds it took.
+pub(crate) fn frozen_features(
+    base: &TrainConfig,
+    dataset: &Dataset,
+    device: Device,
+) -> anyhow::Result<(Tensor, f64)> {
     let started = Instant::now();
     let classes = dataset.classes.len() as i64;
     let channels = dataset.spec.channels();
@@ -159,11 +214,8 @@ pub fn retrieval_bench(
             base.backbone
         ),
     }
-    let features = backbone_features(&model, &dataset, base.batch_size.max(32), device);
-    let backbone_seconds = started.elapsed().as_secs_f64();
-    let mut outcome = bench_on_features(&dataset, &features, options, device, progress)?;
-    outcome.backbone_seconds = backbone_seconds;
-    Ok(outcome)
+    let features = backbone_features(&model, dataset, base.batch_size.max(32), device);
+    Ok((features, started.elapsed().as_secs_f64()))
 }
 
 /// Runs every method of `options` on `features` (`[samples, D]`, in `dataset`'s sample order;
@@ -187,6 +239,12 @@ pub fn bench_on_features(
     }
     if options.bits.is_empty() || options.seeds.is_empty() {
         bail!("give at least one code length and one seed");
+    }
+    if let Some(method) = options.methods.iter().find(|m| !m.hashes()) {
+        bail!(
+            "{} runs only in the cross-validated bench (--folds 2 or more)",
+            method.name()
+        );
     }
     let name = data_set_name(&options.base.data);
     let labels: Vec<usize> = dataset.samples.iter().map(|s| s.label).collect();
@@ -276,7 +334,7 @@ pub fn bench_on_features(
 }
 
 /// Trains a fresh head on the cached features as `orbhash train --freeze-backbone` would, then
-/// evaluates it.
+/// evaluates it on the data set's own split.
 fn train_and_report(
     method: Method,
     config: &TrainConfig,
@@ -285,6 +343,27 @@ fn train_and_report(
     name: &str,
     device: Device,
 ) -> anyhow::Result<EvalReport> {
+    let database = dataset.indices(SplitName::Database);
+    let hashed = train_and_encode(method, config, dataset, features, &database, device)?;
+    hashed.report(method.name(), name)
+}
+
+/// The one place every trained method of both benches is trained: a fresh head (and classifier)
+/// on the cached backbone features of the samples `train`, as `orbhash train --freeze-backbone`
+/// would, then the hash-layer outputs and class probabilities of *every* sample. Swapping this
+/// function (for fine-tuning, say) changes every trained row of both tables at once.
+///
+/// The head trains on a view of `dataset` whose database side is `train` (everything else is a
+/// query), so that with `train` = the data set's own database this is exactly the old bench's
+/// run, batch order included.
+pub fn train_and_encode(
+    method: Method,
+    config: &TrainConfig,
+    dataset: &Dataset,
+    features: &Tensor,
+    train: &[usize],
+    device: Device,
+) -> anyhow::Result<HashedDataset> {
     config.validate()?;
     let dims = features.size()[1];
     if dims != config.backbone.feature_size() {
@@ -294,6 +373,31 @@ fn train_and_report(
             config.backbone.feature_size()
         );
     }
+    if train.is_empty() {
+        bail!("{}: no training samples", method.name());
+    }
+    let mut in_train = vec![false; dataset.samples.len()];
+    for &i in train {
+        *in_train
+            .get_mut(i)
+            .with_context(|| format!("training sample {i} is not in the data set"))? = true;
+    }
+    let view = Dataset {
+        samples: dataset
+            .samples
+            .iter()
+            .zip(&in_train)
+            .map(|(sample, &train)| crate::data::Sample {
+                split: if train {
+                    SplitName::Database
+                } else {
+                    SplitName::Query
+                },
+                ..sample.clone()
+            })
+            .collect(),
+        ..dataset.clone()
+    };
     // The whole network is built, backbone included, so the head's initial weights draw the same
     // random numbers as in `orbhash train --seed`: a bench run can be reproduced by a train run.
     tch::manual_seed(config.seed as i64);
@@ -304,8 +408,8 @@ fn train_and_report(
         dataset.spec.channels(),
         device,
     )?;
-    let database = dataset.indices(SplitName::Database);
-    let labels: Vec<usize> = dataset.samples.iter().map(|s| s.label).collect();
+    let database = view.indices(SplitName::Database);
+    let labels: Vec<usize> = view.samples.iter().map(|s| s.label).collect();
     let bank = Tensor::zeros([database.len() as i64, config.bits], (Kind::Float, device));
     let mut stepper = Stepper::new(
         config,
@@ -318,7 +422,7 @@ fn train_and_report(
     )?;
     for epoch in 0..config.epochs {
         stepper.set_lr(config.schedule.rate(epoch, config.epochs));
-        let order = dataset.epoch_order(SplitName::Database, config.seed, epoch as u64);
+        let order = view.epoch_order(SplitName::Database, config.seed, epoch as u64);
         for indices in order.chunks(config.batch_size) {
             let terms = stepper.step(
                 &model.head,
@@ -337,9 +441,12 @@ fn train_and_report(
             }
         }
     }
-    let hashed =
-        HashedDataset::from_features(&model.head, features, dataset, !config.without_classifier);
-    hashed.report(method.name(), name)
+    Ok(HashedDataset::from_features(
+        &model.head,
+        features,
+        &view,
+        !config.without_classifier,
+    ))
 }
 
 /// Writes the outcome as pretty JSON.
@@ -371,7 +478,7 @@ mod tests {
     /// Synthetic clusters standing in for backbone features (never a result): the first
     /// `DATABASE_PER_CLASS` of each class form the database, the rest the queries. The samples'
     /// images are empty because the bench reads features only.
-    fn synthetic() -> (Dataset, Tensor) {
+    pub(super) fn synthetic() -> (Dataset, Tensor) {
         // The small CNN's feature size, so the heads built for it fit these features.
         let dims = BackboneKind::SmallCnn.feature_size() as usize;
         let (features, labels) =
@@ -400,7 +507,7 @@ mod tests {
         (dataset, tensor)
     }
 
-    fn options() -> RetrievalBenchOptions {
+    pub(super) fn options() -> RetrievalBenchOptions {
         RetrievalBenchOptions {
             base: TrainConfig {
                 data: PathBuf::from("synthetic"),
