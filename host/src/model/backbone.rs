@@ -139,9 +139,7 @@ impl Backbone {
             BackboneKind::Resnet18 => {
                 Network::Whole(Box::new(tch::vision::resnet::resnet18_no_final_layer(path)))
             }
-            BackboneKind::SmallCnn => {
-                Network::Whole(Box::new(small_cnn(path, channels as i64)))
-            }
+            BackboneKind::SmallCnn => Network::Whole(Box::new(small_cnn(path, channels as i64))),
         };
         Ok(Self { kind, network })
     }

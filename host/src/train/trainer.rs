@@ -366,7 +366,9 @@ fn hold_out_validation(
         .iter()
         .map(|patch| (patch.file.as_str(), patch.block))
         .collect();
-    dataset.samples.retain(|sample| sample.split == SplitName::Database);
+    dataset
+        .samples
+        .retain(|sample| sample.split == SplitName::Database);
     let mut blocks = Vec::with_capacity(dataset.samples.len());
     for sample in &dataset.samples {
         let file = sample.path.strip_prefix(root).unwrap_or(&sample.path);
