@@ -103,7 +103,7 @@ pub struct Backbone {
 /// EfficientNet is kept as its own type so that its blocks can be run apart (the fixed part
 /// once, the trained part per step); the others only run whole.
 enum Network {
-    Effnet(EfficientNetLite0),
+    Effnet(Box<EfficientNetLite0>),
     Whole(Box<dyn ModuleT + Send>),
 }
 
@@ -128,13 +128,13 @@ impl Backbone {
             );
         }
         let network = match kind {
-            BackboneKind::EffnetLite0 => Network::Effnet(EfficientNetLite0::new(
+            BackboneKind::EffnetLite0 => Network::Effnet(Box::new(EfficientNetLite0::new(
                 path,
                 &EfficientNetConfig {
                     input_channels: channels as i64,
                     ..Default::default()
                 },
-            )),
+            ))),
             BackboneKind::Alexnet => Network::Whole(Box::new(alexnet_fc7(path))),
             BackboneKind::Resnet18 => {
                 Network::Whole(Box::new(tch::vision::resnet::resnet18_no_final_layer(path)))
