@@ -56,7 +56,9 @@ orbhash export "$out/checkpoint.safetensors" --out "$out/dhcnn64-f32.onnx" --ver
 # The default model's int8 file meets issue 6's thresholds, but its label margin is two tiles of
 # 202 (models/README.md): a machine whose libtorch trains a slightly different head may miss it,
 # so a miss is reported here rather than ending the job.
-orbhash export "$out/checkpoint.safetensors" --out "$out/dhcnn64-int8.onnx" --int8 --verify \
+# Percentile ranges: the fixed reflectance scale leaves a few very bright pixels (roofs, haze)
+# that min-max ranges spend most of the int8 steps on (bits 90.0 % with min-max, 98 % with this).
+orbhash export "$out/checkpoint.safetensors" --out "$out/dhcnn64-int8.onnx" --int8 --calibration 99.99 --verify \
   || echo "(int8 missed a parity threshold: figures above)"
 edge inspect "$out/dhcnn64-f32.onnx" | grep -E "^card|^input"
 
