@@ -116,6 +116,17 @@ struct Reference {
     frames: u64,
 }
 
+impl Reference {
+    /// The tiles a screening run must still send: every tile of the plain run but the dropped.
+    fn kept_tiles(&self) -> BTreeSet<u32> {
+        self.records
+            .keys()
+            .filter(|tile| !self.dropped.contains(tile))
+            .copied()
+            .collect()
+    }
+}
+
 fn plain_run(scene: &Path, dir: &Path) -> Reference {
     let downlink = dir.join("plain.bin");
     let summary = summary_of(&mut edge(scene, &downlink, &dir.join("plain-queue"), &[]));
@@ -221,12 +232,7 @@ fn dropping_a_class_drops_exactly_the_tiles_a_plain_run_labels_so() {
             &["--drop-label", DROPPED],
         ));
         let sent = records(&downlink);
-        let expected: BTreeSet<u32> = reference
-            .records
-            .keys()
-            .filter(|tile| !reference.dropped.contains(tile))
-            .copied()
-            .collect();
+        let expected = reference.kept_tiles();
         assert_eq!(sent.keys().copied().collect::<BTreeSet<_>>(), expected);
         for (tile, records) in &sent {
             assert_eq!(records.len(), 1, "tile {tile} sent twice");
@@ -392,12 +398,7 @@ fn killing_a_screening_board_repeats_no_record_and_no_decision() {
         repeated.is_empty(),
         "records downlinked twice: {repeated:?}"
     );
-    let expected: BTreeSet<u32> = reference
-        .records
-        .keys()
-        .filter(|tile| !reference.dropped.contains(tile))
-        .copied()
-        .collect();
+    let expected = reference.kept_tiles();
     assert_eq!(sent.keys().copied().collect::<BTreeSet<_>>(), expected);
     // Every decision logged once (a process kill leaves whole lines; a torn one is cut and made
     // again), and the last run's counts add up to the scene's.

@@ -717,29 +717,31 @@ pub fn train(
     } else if let Some(weights) = &config.pretrained {
         load_pretrained(&mut model.backbone_store, weights)?;
     }
-    let fixed = match config.backbone_training {
-        BackboneTraining::Frozen => {
-            model.backbone_store.freeze();
-            Some(FixedPart::compute(
-                &model,
-                &dataset,
-                config.backbone_training,
-                config.augment,
-                device,
-            )?)
-        }
+    // The EfficientNet whose blocks `from_block..` run per step, when only those train.
+    let mut last_blocks = None;
+    match config.backbone_training {
+        BackboneTraining::Frozen => model.backbone_store.freeze(),
         BackboneTraining::LastBlocks { from_block } => {
             train_only_last_blocks(&model, from_block);
-            Some(FixedPart::compute(
+            let effnet = model
+                .backbone
+                .efficientnet()
+                .context("training the last blocks needs effnet-lite0")?;
+            last_blocks = Some((effnet, from_block));
+        }
+        BackboneTraining::Full => {}
+    }
+    let fixed = (config.backbone_training != BackboneTraining::Full)
+        .then(|| {
+            FixedPart::compute(
                 &model,
                 &dataset,
                 config.backbone_training,
                 config.augment,
                 device,
-            )?)
-        }
-        BackboneTraining::Full => None,
-    };
+            )
+        })
+        .transpose()?;
     let labels: Vec<usize> = dataset.samples.iter().map(|s| s.label).collect();
     let trains_backbone = config.backbone_training != BackboneTraining::Frozen;
     let mut stepper = Stepper::new(
@@ -804,16 +806,11 @@ pub fn train(
         let order = dataset.epoch_order(SplitName::Database, config.seed, epoch as u64);
         for (step, indices) in order.chunks(config.batch_size).enumerate() {
             let step_start = Instant::now();
-            let batch_features = match (&fixed, config.backbone_training) {
-                (Some(fixed), BackboneTraining::LastBlocks { from_block }) => {
-                    let rows = fixed.rows(indices, &mut rng, device);
-                    let effnet = model
-                        .backbone
-                        .efficientnet()
-                        .context("training the last blocks needs effnet-lite0")?;
-                    trained_part(effnet, &rows, from_block)
+            let batch_features = match (&fixed, last_blocks) {
+                (Some(fixed), Some((effnet, from_block))) => {
+                    trained_part(effnet, &fixed.rows(indices, &mut rng, device), from_block)
                 }
-                (Some(fixed), _) => fixed.rows(indices, &mut rng, device),
+                (Some(fixed), None) => fixed.rows(indices, &mut rng, device),
                 (None, _) => {
                     let images = image_batch(&dataset, indices, config.augment, &mut rng, device);
                     model.backbone.features_t(&images, true)
