@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 
 use crate::model::backbone::BackboneKind;
 use crate::torch::DeviceChoice;
-use crate::train::cli::pretrained_weights;
+use crate::train::cli::{pretrained_weights, BandsArg};
 use crate::train::loss::{Combination, LossConfig};
 use crate::train::schedule::Schedule;
 use crate::train::trainer::BackboneTraining;
@@ -149,6 +149,13 @@ pub struct RetrievalBenchArgs {
     pub pretrained: String,
     #[arg(long, default_value_t = 128)]
     pub input_size: u32,
+    /// Which bands the trained methods' backbone reads (the band-statistics baselines always
+    /// use every band).
+    #[arg(long, value_enum, default_value = "all")]
+    pub bands: BandsArg,
+    /// As `orbhash train --clip-percentile`.
+    #[arg(long, default_value_t = crate::train::trainer::DEFAULT_CLIP_PERCENTILE)]
+    pub clip_percentile: f64,
     /// DHCNN's and classification-only's Θ scale (DPSH always uses 2).
     #[arg(long, default_value_t = 32.0)]
     pub scale: f64,
@@ -179,6 +186,8 @@ impl RetrievalBenchArgs {
             backbone: self.backbone,
             pretrained: pretrained_weights(&self.pretrained, self.backbone)?,
             input_size: self.input_size,
+            bands: self.bands.into(),
+            clip_percentile: self.clip_percentile,
             loss: LossConfig {
                 scale: self.scale,
                 combination: Combination::MatConvNet {

@@ -36,6 +36,15 @@ pub enum BandsArg {
     Rgb,
 }
 
+impl From<BandsArg> for BandSelection {
+    fn from(bands: BandsArg) -> Self {
+        match bands {
+            BandsArg::All => BandSelection::All,
+            BandsArg::Rgb => BandSelection::Rgb,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum PairwiseGradientArg {
     /// (σ(Θ) − S)·U: the MatConvNet code's hand-written gradient, --scale times autodiff's.
@@ -157,6 +166,11 @@ pub struct TrainArgs {
     /// split).
     #[arg(long)]
     pub validation: bool,
+    /// Clip each band to the database tiles' central window: values below the (100 − P)th and
+    /// above the P-th percentile saturate, on every scene the model reads (the card keeps the
+    /// window). 100 keeps the sensor's full range; bright outliers then cost int8 its precision.
+    #[arg(long, default_value_t = crate::train::trainer::DEFAULT_CLIP_PERCENTILE)]
+    pub clip_percentile: f64,
     /// `auto` (CUDA when usable), `cpu` or `cuda`.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
@@ -233,10 +247,7 @@ impl TrainArgs {
             pretrained: pretrained_weights(&self.pretrained, self.backbone)?,
             bits: self.bits,
             input_size: self.input_size,
-            bands: match self.bands {
-                BandsArg::All => BandSelection::All,
-                BandsArg::Rgb => BandSelection::Rgb,
-            },
+            bands: self.bands.into(),
             loss: LossConfig {
                 scale: self.scale,
                 combination,
@@ -262,6 +273,7 @@ impl TrainArgs {
             augment,
             query_ratio: self.query_ratio,
             validation: self.validation,
+            clip_percentile: self.clip_percentile,
         })
     }
 }

@@ -28,7 +28,7 @@ use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 use crate::data::folder::Dataset;
 use crate::data::preprocess::{dihedral, EXTRA_BAND_MEAN, EXTRA_BAND_STD};
-use crate::data::{Augment, ImageFolder, InputSpec, LoaderOptions, Manifest, SplitName};
+use crate::data::{Augment, BandScale, ImageFolder, InputSpec, LoaderOptions, Manifest, SplitName};
 use crate::model::backbone::{load_pretrained, BackboneKind};
 use crate::model::effnet::EfficientNetLite0;
 use crate::torch::{select_device, DeviceChoice};
@@ -92,7 +92,22 @@ pub struct TrainConfig {
     /// Tune, don't test: the queries are left out and a fifth of the database's spatial blocks
     /// become the queries, so settings are chosen without looking at the test tiles.
     pub validation: bool,
+    /// Per band, the database's values outside its (100 − p)th and p-th percentiles are clipped:
+    /// the card's scale narrows from the sensor's range to that window, fixed for every scene.
+    /// 100 keeps the sensor's full range. A few bright roofs and haze pixels would otherwise
+    /// stretch the input far past what the network saw, and an int8 model spends its steps on
+    /// them (docs/results.md, issue 16).
+    #[serde(default = "full_sensor_range")]
+    pub clip_percentile: f64,
 }
+
+/// What checkpoints written before `clip_percentile` existed used.
+fn full_sensor_range() -> f64 {
+    100.0
+}
+
+/// The default clip: 1 value in 1,000 per band, at each end.
+pub const DEFAULT_CLIP_PERCENTILE: f64 = 99.9;
 
 impl Default for TrainConfig {
     fn default() -> Self {
@@ -115,6 +130,7 @@ impl Default for TrainConfig {
             augment: Augment::default(),
             query_ratio: 0.2,
             validation: false,
+            clip_percentile: DEFAULT_CLIP_PERCENTILE,
         }
     }
 }
@@ -129,6 +145,12 @@ impl TrainConfig {
         }
         if self.batch_size == 0 || self.epochs == 0 {
             bail!("batch size and epochs must be at least 1");
+        }
+        if !(50.0..=100.0).contains(&self.clip_percentile) {
+            bail!(
+                "clip percentile {} is outside 50..=100 (100 keeps the sensor's range)",
+                self.clip_percentile
+            );
         }
         if let BackboneTraining::LastBlocks { from_block } = self.backbone_training {
             if self.backbone != BackboneKind::EffnetLite0 {
@@ -295,9 +317,44 @@ pub fn load_dataset(config: &TrainConfig) -> anyhow::Result<Dataset> {
     let standardised = folder.manifest.is_some();
     let mut dataset = load_with_spec(folder, spec, config)?;
     if standardised {
+        if config.clip_percentile < 100.0 {
+            // Reloaded rather than clamped in place: the board clamps before resizing, and
+            // training must read tiles exactly as the board will.
+            let clipped = clip_to_database(&dataset, config.clip_percentile);
+            dataset = load_with_spec(scan(config)?, clipped, config)?;
+        }
         standardise(&mut dataset, config.backbone);
     }
     Ok(dataset)
+}
+
+/// The spec with each channel's scale narrowed to the database tiles' central `percentile`
+/// window, as the model sees them (scaled to [0, 1] and resized).
+fn clip_to_database(dataset: &Dataset, percentile: f64) -> InputSpec {
+    let mut spec = dataset.spec.clone();
+    let plane = (spec.size * spec.size) as usize;
+    for (k, scale) in spec.scale.iter_mut().enumerate() {
+        let values: Vec<f32> = dataset
+            .samples
+            .iter()
+            .filter(|s| s.split == SplitName::Database)
+            .flat_map(|s| s.pixels[k * plane..(k + 1) * plane].iter().copied())
+            .collect();
+        let Some(window) = BandScale::from_percentiles(&values, 100.0 - percentile, percentile)
+        else {
+            continue;
+        };
+        let span = scale.high - scale.low;
+        let (low, high) = (
+            scale.low + window.low * span,
+            scale.low + window.high.min(1.0) * span,
+        );
+        // A band constant over the whole database keeps the sensor's range.
+        if high > low {
+            *scale = BandScale { low, high };
+        }
+    }
+    spec
 }
 
 /// Loads a data set as a trained model reads it: with the model's own input spec, never one
