@@ -9,20 +9,20 @@
 //! ```json
 //! {
 //!   "format": "orbhash-model-card-2",
-//!   "model_id": "7d87a44243047b2a",
+//!   "model_id": "0bf87a8c89a5ebba",
 //!   "bits": 64,
 //!   "classes": ["farm", "forest", "grass", "meadow", "residential", "scrub", "water"],
-//!   "input": {"size": 128, "bands": [0, 1, 2], "scale": [{"low": 624.0, "high": 1936.0}, ...],
-//!             "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+//!   "input": {"size": 128, "bands": [0, 1, 2], "scale": [{"low": 637.0, "high": 2691.0}, ...],
+//!             "mean": [0.2946, 0.2676, 0.2682], "std": [0.3397, 0.3346, 0.3321]},
 //!   "band_names": ["B04", "B03", "B02", "B08"],
 //!   "tile": {"size": 32, "stride": 32},
 //!   "precision": "int8",
 //!   "dataset": "s2-brandenburg",
-//!   "dataset_manifest_sha256": "4ba8…6308",
+//!   "dataset_manifest_sha256": "059d…359b",
 //!   "training": {"pretrained_sha256": "…", "config": {"backbone": "effnet-lite0", "bits": 64, ...}},
-//!   "quantisation": {"weights": "per-channel", "keep_f32": ["stem", "depthwise"],
+//!   "quantisation": {"weights": "per-channel", "keep_f32": ["stem", "depthwise", "project"],
 //!                    "calibration": {"method": "min-max", "tiles": 159, "dataset": "s2-brandenburg",
-//!                                    "dataset_manifest_sha256": "4ba8…6308", "split": "database"},
+//!                                    "dataset_manifest_sha256": "059d…359b", "split": "database"},
 //!                    "bias_correction": true},
 //!   "exporter": "orbhash 0.1.0"
 //! }
