@@ -32,6 +32,13 @@ scene=${scenes[0]}
 build_done=$(date +%s)
 
 step "train and evaluate DHCNN"
+# Bit-reproducible CPU training: libtorch's own kernels, MKL's and the thread count each change
+# the trained bits (three ISAs gave three model ids, MKL's dispatch and 1 vs 2 threads two more,
+# all with the same metrics: docs/results.md, "Reproducibility"). Pinned to AVX2 kernels (any
+# x86-64 CPU of the last decade has them) and 2 threads, so the shipped files' ids come back on
+# another machine; a caller's own settings win.
+export ATEN_CPU_CAPABILITY="${ATEN_CPU_CAPABILITY:-avx2}" MKL_CBWR="${MKL_CBWR:-AVX2}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 rm -rf "$out" && mkdir -p "$out"
 # The paper's learning rate (1e-2 decaying to 1e-5 without momentum) is for fine-tuning the whole
 # network; a linear head on frozen features needs momentum and a lighter quantisation weight than

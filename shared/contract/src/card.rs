@@ -9,7 +9,7 @@
 //! ```json
 //! {
 //!   "format": "orbhash-model-card-2",
-//!   "model_id": "0bf87a8c89a5ebba",
+//!   "model_id": "3fef10471c45d4c8",
 //!   "bits": 64,
 //!   "classes": ["farm", "forest", "grass", "meadow", "residential", "scrub", "water"],
 //!   "input": {"size": 128, "bands": [0, 1, 2], "scale": [{"low": 637.0, "high": 2691.0}, ...],
