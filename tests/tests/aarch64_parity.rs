@@ -8,10 +8,10 @@
 //!   convolutions go through tract's NEON channel-last routine on aarch64 and its generic loop on
 //!   x86-64, which round differently in the last bit. The f32 model's outputs absorb that (its
 //!   records came out identical on 64 real tiles). The shipped int8 model keeps its stem,
-//!   depthwise and projection layers in f32 and quantises their outputs again, so a last-bit difference at an
-//!   int8 rounding boundary becomes a whole int8 step that later layers carry on: on 32 real
-//!   tiles (measured on the issue-15 file) 99.76 % of code bits agreed, confidences moved by up to 14/255, and one label flipped
-//!   between two near-tied classes. The test holds both shipped models to ≥ 99 % of code bits
+//!   depthwise and projection layers in f32 and quantises their outputs again, so a last-bit
+//!   difference at an int8 rounding boundary becomes a whole int8 step that later layers carry
+//!   on: on 32 real tiles (measured on the issue-15 file) 99.76 % of code bits agreed,
+//!   confidences moved by up to 14/255, and one label flipped between two near-tied classes. The test holds both shipped models to ≥ 99 % of code bits
 //!   and confidences within 32/255, and lets a label differ only where that bound allows it: if
 //!   no class probability moves by more than δ, the two top classes of a flipped tile were within
 //!   2δ, so both builds' confidence is at most 1/2 + δ.

@@ -260,16 +260,10 @@ fn standardise(dataset: &mut Dataset, backbone: BackboneKind) {
     let mut std = Vec::with_capacity(channels);
     for k in 0..channels {
         let (mut sum, mut squares, mut count) = (0f64, 0f64, 0f64);
-        for sample in dataset
-            .samples
-            .iter()
-            .filter(|s| s.split == SplitName::Database)
-        {
-            for &v in &sample.pixels[k * plane..(k + 1) * plane] {
-                sum += f64::from(v);
-                squares += f64::from(v) * f64::from(v);
-                count += 1.0;
-            }
+        for v in database_channel(dataset, k) {
+            sum += f64::from(v);
+            squares += f64::from(v) * f64::from(v);
+            count += 1.0;
         }
         let band_mean = sum / count.max(1.0);
         let band_std = (squares / count.max(1.0) - band_mean * band_mean)
@@ -328,18 +322,23 @@ pub fn load_dataset(config: &TrainConfig) -> anyhow::Result<Dataset> {
     Ok(dataset)
 }
 
+/// Channel `k`'s values over the database split's tiles: the statistics the card's input
+/// definition is fixed from, never the queries'.
+fn database_channel(dataset: &Dataset, k: usize) -> impl Iterator<Item = f32> + '_ {
+    let plane = (dataset.spec.size * dataset.spec.size) as usize;
+    dataset
+        .samples
+        .iter()
+        .filter(|s| s.split == SplitName::Database)
+        .flat_map(move |s| s.pixels[k * plane..(k + 1) * plane].iter().copied())
+}
+
 /// The spec with each channel's scale narrowed to the database tiles' central `percentile`
 /// window, as the model sees them (scaled to [0, 1] and resized).
 fn clip_to_database(dataset: &Dataset, percentile: f64) -> InputSpec {
     let mut spec = dataset.spec.clone();
-    let plane = (spec.size * spec.size) as usize;
     for (k, scale) in spec.scale.iter_mut().enumerate() {
-        let values: Vec<f32> = dataset
-            .samples
-            .iter()
-            .filter(|s| s.split == SplitName::Database)
-            .flat_map(|s| s.pixels[k * plane..(k + 1) * plane].iter().copied())
-            .collect();
+        let values: Vec<f32> = database_channel(dataset, k).collect();
         let Some(window) = BandScale::from_percentiles(&values, 100.0 - percentile, percentile)
         else {
             continue;
@@ -349,7 +348,9 @@ fn clip_to_database(dataset: &Dataset, percentile: f64) -> InputSpec {
             scale.low + window.low * span,
             scale.low + window.high.min(1.0) * span,
         );
-        // A band constant over the whole database keeps the sensor's range.
+        // `from_percentiles` widens a constant band to one unit above its value, which the
+        // min above cuts back into [0, 1]; only a band saturated at the top then has no window,
+        // and it keeps the sensor's range.
         if high > low {
             *scale = BandScale { low, high };
         }
