@@ -14,6 +14,7 @@ use crate::torch::{select_device, DeviceChoice};
 use crate::train::checkpoint::{restore_network, Checkpoint};
 use crate::train::network::Head;
 use crate::train::trainer::{backbone_features, load_dataset_as_trained};
+use crate::train::TrainConfig;
 
 use super::{evaluate, CodeSet, EvalOptions, EvalReport};
 
@@ -28,6 +29,29 @@ pub struct HashedDataset {
     /// untrained classifier would report chance as if it were a result.
     pub probabilities: Option<Tensor>,
     pub bits: usize,
+}
+
+/// What a trained head's classifier reads, if it was trained at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClassifierInput {
+    /// Trained without a classifier (DPSH, HashNet, CSQ): no labels to report.
+    Untrained,
+    /// The hash layer's outputs `u` (DHCNN, classification-only).
+    Outputs,
+    /// The code's signs (GreedyHash, which trains its classifier on them).
+    Signs,
+}
+
+impl ClassifierInput {
+    pub fn of(config: &TrainConfig) -> Self {
+        if config.without_classifier {
+            Self::Untrained
+        } else if config.loss.objective.classifies_signs() {
+            Self::Signs
+        } else {
+            Self::Outputs
+        }
+    }
 }
 
 /// Runs a checkpoint over its data set (or `data`, laid out the same way).
@@ -54,7 +78,7 @@ pub fn hash_dataset(
         &model.head,
         &features,
         &dataset,
-        !config.without_classifier,
+        ClassifierInput::of(&config),
     ))
 }
 
@@ -64,12 +88,17 @@ impl HashedDataset {
         head: &Head,
         features: &Tensor,
         dataset: &Dataset,
-        with_classifier: bool,
+        classifier: ClassifierInput,
     ) -> Self {
         let (codes, probabilities) = tch::no_grad(|| {
             let codes = head.hash(features);
-            let probabilities = with_classifier.then(|| {
-                head.classify(&codes)
+            let classifier_input = match classifier {
+                ClassifierInput::Untrained => None,
+                ClassifierInput::Outputs => Some(codes.shallow_clone()),
+                ClassifierInput::Signs => Some(codes.sign()),
+            };
+            let probabilities = classifier_input.map(|input| {
+                head.classify(&input)
                     .softmax(-1, Kind::Float)
                     .to_device(Device::Cpu)
             });

@@ -63,6 +63,12 @@ pub enum MethodArg {
     Lsh,
     Itq,
     Dpsh,
+    /// HashNet: weighted pairwise likelihood of tanh codes with continuation.
+    Hashnet,
+    /// CSQ: each class's code pulled to a Hadamard hash centre.
+    Csq,
+    /// GreedyHash: a classifier on the signs, straight-through gradient.
+    GreedyHash,
     ClassificationOnly,
     Dhcnn,
     /// Majority class; every query ranks the database by class frequency.
@@ -83,6 +89,9 @@ impl From<MethodArg> for Method {
             MethodArg::Lsh => Self::Lsh,
             MethodArg::Itq => Self::Itq,
             MethodArg::Dpsh => Self::Dpsh,
+            MethodArg::Hashnet => Self::HashNet,
+            MethodArg::Csq => Self::Csq,
+            MethodArg::GreedyHash => Self::GreedyHash,
             MethodArg::ClassificationOnly => Self::ClassificationOnly,
             MethodArg::Dhcnn => Self::Dhcnn,
             MethodArg::Majority => Self::Majority,
@@ -122,6 +131,19 @@ pub struct RetrievalBenchArgs {
     /// DPSH's β values for the inner-fold choice.
     #[arg(long, value_delimiter = ',', default_value = "1,5,25")]
     pub grid_dpsh_beta: Vec<f64>,
+    /// HashNet's α values (inner-product scale) for the inner-fold choice.
+    #[arg(long, value_delimiter = ',', default_value = "0.05,0.1,0.2,0.5")]
+    pub grid_hashnet_alpha: Vec<f64>,
+    /// CSQ's λ values (quantisation weight) for the inner-fold choice.
+    #[arg(long, value_delimiter = ',', default_value = "0.0001,0.01,1")]
+    pub grid_csq_lambda: Vec<f64>,
+    /// GreedyHash's α values (weight of the cubic pull to ±1) for the inner-fold choice.
+    #[arg(long, value_delimiter = ',', default_value = "0.01,0.1,1")]
+    pub grid_greedy_hash_alpha: Vec<f64>,
+    /// First learning rates for the inner-fold choice, for every trained method (the schedule
+    /// keeps the ratio --lr-end / --lr); with --folds ≥ 2 these replace --lr.
+    #[arg(long, value_delimiter = ',', default_value = "0.01,0.1")]
+    pub grid_lr: Vec<f64>,
     /// Logistic regression's L2 penalties for the inner-fold choice (by validation log-loss).
     #[arg(long, value_delimiter = ',', default_value = "0.001,0.01,0.1,1")]
     pub grid_l2: Vec<f64>,
@@ -248,6 +270,10 @@ impl RetrievalBenchArgs {
                 dhcnn_beta: self.grid_beta.clone(),
                 dhcnn_eta: self.grid_eta.clone(),
                 dpsh_beta: self.grid_dpsh_beta.clone(),
+                hashnet_alpha: self.grid_hashnet_alpha.clone(),
+                csq_lambda: self.grid_csq_lambda.clone(),
+                greedy_hash_alpha: self.grid_greedy_hash_alpha.clone(),
+                lr: self.grid_lr.clone(),
                 l2: self.grid_l2.clone(),
                 knn_k: self.grid_k.clone(),
             },

@@ -79,6 +79,13 @@ impl Network {
                  for its `probs` output and the label it downlinks"
             );
         }
+        if info.config.loss.objective.classifies_signs() {
+            bail!(
+                "the checkpoint's classifier was trained on the code's signs (GreedyHash): the \
+                 board model's classifier reads the hash layer's outputs, so its labels would be \
+                 another classifier's"
+            );
+        }
         if info.classes.is_empty() {
             bail!("the checkpoint has no class names: it cannot be exported with a model card");
         }

@@ -10,7 +10,7 @@ use crate::eval::cli::EvalArgs;
 use crate::model::backbone::BackboneKind;
 use crate::torch::DeviceChoice;
 
-use super::loss::{Combination, LossConfig, PairwiseGradient};
+use super::loss::{Combination, LossConfig, Objective, PairwiseGradient};
 use super::schedule::Schedule;
 use super::step_bench::{timings_table, train_step_bench, TrainStepOptions};
 use super::trainer::{BackboneTraining, BandSelection};
@@ -255,6 +255,7 @@ impl TrainArgs {
                     PairwiseGradientArg::Authors => PairwiseGradient::Authors,
                     PairwiseGradientArg::Autodiff => PairwiseGradient::Autodiff,
                 },
+                objective: Objective::PairwiseLikelihood,
             },
             without_classifier: self.no_classifier,
             schedule,

@@ -14,6 +14,9 @@
 //! `dJ/du = (σ(Θ) − S)·U + 2β(u − sign u)` by hand, without the `1/s` that autodiff of `Θ/s`
 //! brings. [`PairwiseGradient::Authors`] (the default) reproduces that gradient; the loss
 //! *values* reported are the same either way.
+//!
+//! [`Objective`] also holds the DeepHash-pytorch set the retrieval benchmark compares DHCNN with
+//! (HashNet, CSQ, GreedyHash), each as that code writes it except where its doc says.
 
 use tch::{Kind, Reduction, Tensor};
 
@@ -50,12 +53,47 @@ pub enum PairwiseGradient {
     Autodiff,
 }
 
+/// What the hash layer is trained to do. Every objective's code is `u > 0`, so a model trained
+/// under any of them exports and runs on the board the same way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Objective {
+    /// DHCNN's (and DPSH's) pairwise likelihood against the memory bank, quantisation and
+    /// cross-entropy, weighted by [`LossConfig::combination`].
+    #[default]
+    PairwiseLikelihood,
+    /// HashNet (Cao et al. 2017): the likelihood of `α·tanh(c·u)·tanh(c·U)ᵀ`, similar and
+    /// dissimilar pairs reweighted to equal total weight, and the continuation
+    /// `c = √(1 + ⌊epoch / continuation_epochs⌋)` that sharpens tanh towards sign. Against the
+    /// memory bank, like DPSH and DHCNN here (DeepHash-pytorch pairs the batch with itself).
+    HashNet {
+        alpha: f64,
+        continuation_epochs: usize,
+    },
+    /// CSQ (Yuan et al. 2020): binary cross-entropy between `tanh u` and the label's hash centre
+    /// (a row of a Hadamard matrix, [`hash_centres`]) plus `λ·mean((|tanh u| − 1)²)`.
+    Csq { lambda: f64 },
+    /// GreedyHash (Su et al. 2018): the classifier reads `sign u` in the forward pass and passes
+    /// its gradient straight through to `u`; `α·mean(| |u| − 1 |³)` pulls `u` towards ±1.
+    GreedyHash { alpha: f64 },
+}
+
+impl Objective {
+    /// Whether the classifier reads the code's signs (GreedyHash) rather than `u` itself.
+    pub fn classifies_signs(self) -> bool {
+        matches!(self, Self::GreedyHash { .. })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LossConfig {
     /// Θ = uᵀv / scale: 32 in the paper's code, 2 for DPSH.
     pub scale: f64,
     pub combination: Combination,
     pub pairwise_gradient: PairwiseGradient,
+    /// Checkpoints from before the field existed trained DHCNN's objective.
+    #[serde(default)]
+    pub objective: Objective,
 }
 
 impl Default for LossConfig {
@@ -64,6 +102,7 @@ impl Default for LossConfig {
             scale: 32.0,
             combination: Combination::default(),
             pairwise_gradient: PairwiseGradient::default(),
+            objective: Objective::default(),
         }
     }
 }
@@ -72,9 +111,176 @@ impl Default for LossConfig {
 #[derive(Debug)]
 pub struct LossTerms {
     pub total: Tensor,
+    /// The term that keeps similar images' codes close: the pairwise likelihood (DHCNN, DPSH,
+    /// HashNet) or the cross-entropy to the hash centres (CSQ).
     pub pairwise: f64,
     pub quantisation: f64,
     pub classification: f64,
+}
+
+impl LossTerms {
+    fn of(
+        total: Tensor,
+        pairwise: &Tensor,
+        quantisation: &Tensor,
+        classification: &Tensor,
+    ) -> Self {
+        Self {
+            pairwise: pairwise.double_value(&[]),
+            quantisation: quantisation.double_value(&[]),
+            classification: classification.double_value(&[]),
+            total,
+        }
+    }
+}
+
+/// What one training step's loss reads besides the batch's hash-layer outputs.
+pub struct StepInputs<'a> {
+    pub labels: &'a Tensor,
+    pub bank_codes: &'a Tensor,
+    pub bank_labels: &'a Tensor,
+    /// Class logits from hash-layer outputs; `None` trains without a classifier.
+    pub classify: Option<&'a dyn Fn(&Tensor) -> Tensor>,
+    /// One row per class (CSQ's targets); `None` for the other objectives.
+    pub centres: Option<&'a Tensor>,
+    /// The epoch, from 0 (HashNet's continuation).
+    pub epoch: usize,
+}
+
+/// The step's loss under `config.objective`.
+pub fn training_loss(codes: &Tensor, inputs: &StepInputs<'_>, config: &LossConfig) -> LossTerms {
+    match config.objective {
+        Objective::PairwiseLikelihood => dhcnn_loss(
+            codes,
+            inputs.labels,
+            inputs.bank_codes,
+            inputs.bank_labels,
+            config,
+            inputs.classify,
+        ),
+        Objective::HashNet {
+            alpha,
+            continuation_epochs,
+        } => {
+            let sharpness = (1.0 + (inputs.epoch / continuation_epochs.max(1)) as f64).sqrt();
+            let pairwise = hashnet_likelihood(
+                &(codes * sharpness).tanh(),
+                inputs.labels,
+                &(inputs.bank_codes * sharpness).tanh(),
+                inputs.bank_labels,
+                alpha,
+            );
+            let zero = zero_like(codes);
+            LossTerms::of(pairwise.shallow_clone(), &pairwise, &zero, &zero)
+        }
+        Objective::Csq { lambda } => {
+            let centres = inputs
+                .centres
+                .map(|centres| centres.index_select(0, inputs.labels));
+            let centres = centres.unwrap_or_else(|| codes.sign().detach());
+            let (centre, quantised) = csq_terms(codes, &centres);
+            let quantisation_term = quantised * lambda;
+            let total = &centre + &quantisation_term;
+            LossTerms::of(total, &centre, &quantisation_term, &zero_like(codes))
+        }
+        Objective::GreedyHash { alpha } => {
+            // sign in the forward pass, the identity's gradient on the way back.
+            let signs = codes + (codes.sign() - codes).detach();
+            let classification = match inputs.classify {
+                Some(classify) => classify(&signs).cross_entropy_for_logits(inputs.labels),
+                None => zero_like(codes),
+            };
+            let quantisation_term = (codes.abs() - 1.0)
+                .pow_tensor_scalar(3)
+                .abs()
+                .mean(codes.kind())
+                * alpha;
+            let total = &classification + &quantisation_term;
+            LossTerms::of(
+                total,
+                &zero_like(codes),
+                &quantisation_term,
+                &classification,
+            )
+        }
+    }
+}
+
+fn zero_like(codes: &Tensor) -> Tensor {
+    Tensor::zeros([], (codes.kind(), codes.device()))
+}
+
+/// HashNet's weighted likelihood of the pairs (batch × bank) of tanh codes: the mean over similar
+/// pairs plus the mean over dissimilar ones, each of `softplus(α·⟨u, v⟩) − S·α·⟨u, v⟩` (the
+/// reference's `S/S1`, `S/S0` weights, then the sum over `S`, up to a factor 2 when both kinds
+/// occur).
+pub fn hashnet_likelihood(
+    codes: &Tensor,
+    labels: &Tensor,
+    bank_codes: &Tensor,
+    bank_labels: &Tensor,
+    alpha: f64,
+) -> Tensor {
+    let inner = codes.matmul(&bank_codes.tr()) * alpha;
+    let similar = labels
+        .unsqueeze(1)
+        .eq_tensor(&bank_labels.unsqueeze(0))
+        .to_kind(codes.kind());
+    let dissimilar = similar.ones_like() - &similar;
+    let likelihood = inner.softplus() - &similar * &inner;
+    let kind = codes.kind();
+    // max(·, 1): a batch with no similar (or no dissimilar) pair contributes nothing of that kind.
+    let mean_over = |mask: &Tensor| (&likelihood * mask).sum(kind) / mask.sum(kind).clamp_min(1.0);
+    mean_over(&similar) + mean_over(&dissimilar)
+}
+
+/// CSQ's centre cross-entropy and quantisation term for outputs `u` and their centres (±1).
+/// `BCE((tanh u + 1)/2, (c + 1)/2)` is computed as the BCE of logits `2u`, which is the same
+/// function without the log of a rounded-to-zero probability.
+fn csq_terms(codes: &Tensor, centres: &Tensor) -> (Tensor, Tensor) {
+    let targets = (centres + 1.0) * 0.5;
+    let centre = (codes * 2.0).binary_cross_entropy_with_logits::<Tensor>(
+        &targets,
+        None,
+        None,
+        Reduction::Mean,
+    );
+    let quantised = (codes.tanh().abs() - 1.0).square().mean(codes.kind());
+    (centre, quantised)
+}
+
+/// CSQ's hash centres, one ±1 row of `bits` per class: the rows of the Sylvester Hadamard matrix
+/// `H` and then of `−H` (pairwise `bits/2` apart, or `bits` for a row and its negation), as the
+/// reference builds them. Where `bits` is not a power of two, or there are more than `2·bits`
+/// classes, the remaining centres are random with half their bits −1 (seeded, so a run is
+/// reproducible), as the reference does past `2·bits`.
+pub fn hash_centres(classes: usize, bits: usize, device: tch::Device) -> Tensor {
+    use rand_chacha::rand_core::{RngCore, SeedableRng};
+    let hadamard_rows = if bits.is_power_of_two() { 2 * bits } else { 0 };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(bits as u64);
+    let mut values = Vec::with_capacity(classes * bits);
+    for class in 0..classes {
+        if class < hadamard_rows {
+            let (row, sign) = (class % bits, if class < bits { 1.0 } else { -1.0 });
+            // Sylvester: H[i][j] = (−1)^popcount(i & j).
+            values.extend((0..bits).map(|column| {
+                let parity = (row & column).count_ones() % 2;
+                sign * if parity == 0 { 1.0f32 } else { -1.0 }
+            }));
+        } else {
+            let mut row: Vec<f32> = (0..bits)
+                .map(|j| if j < bits / 2 { -1.0 } else { 1.0 })
+                .collect();
+            // Fisher–Yates; the modulo's bias is below 2⁻²⁴ at these lengths.
+            for i in (1..bits).rev() {
+                row.swap(i, rng.next_u32() as usize % (i + 1));
+            }
+            values.extend(row);
+        }
+    }
+    Tensor::from_slice(&values)
+        .view([classes as i64, bits as i64])
+        .to_device(device)
 }
 
 /// `Σ_ij softplus(Θ_ij) − S_ij Θ_ij` over the batch × bank, divided by B·N.
@@ -142,12 +348,7 @@ pub fn dhcnn_loss(
             (total, classification, quantisation_term)
         }
     };
-    LossTerms {
-        pairwise: pairwise.double_value(&[]),
-        quantisation: quantisation_term.double_value(&[]),
-        classification: classification.double_value(&[]),
-        total,
-    }
+    LossTerms::of(total, &pairwise, &quantisation_term, &classification)
 }
 
 /// Mean cross-entropy, for callers that train a classifier alone (η = 0).
@@ -214,6 +415,7 @@ mod tests {
                 beta: 0.0,
             },
             pairwise_gradient: PairwiseGradient::Autodiff,
+            objective: Objective::PairwiseLikelihood,
         };
         let terms = dhcnn_loss(&codes, &labels, &bank, &labels, &config, Some(&classify));
         terms.total.backward();
@@ -250,6 +452,7 @@ mod tests {
                     beta: 0.0,
                 },
                 pairwise_gradient: gradient,
+                objective: Objective::PairwiseLikelihood,
             };
             let terms = dhcnn_loss(&codes, &labels, &bank, &bank_labels, &config, None);
             terms.total.backward();
@@ -268,5 +471,106 @@ mod tests {
         let expected = (theta.sigmoid() - similar).matmul(&bank) / 3.0;
         let (_, grad) = run(PairwiseGradient::Authors);
         assert!((grad - expected).abs().max().double_value(&[]) < 1e-6);
+    }
+
+    #[test]
+    fn hash_centres_are_hadamard_rows_then_balanced_random_rows() {
+        crate::torch::init_for_tests();
+        let centres = hash_centres(40, 16, Device::Cpu);
+        assert_eq!(centres.size(), [40, 16]);
+        let gram = centres.matmul(&centres.tr());
+        for i in 0..32i64 {
+            for j in 0..32i64 {
+                let expected = if i == j {
+                    16.0
+                } else if (i - j).abs() == 16 {
+                    -16.0
+                } else {
+                    0.0
+                };
+                assert_eq!(gram.double_value(&[i, j]), expected, "rows {i}, {j}");
+            }
+        }
+        // Past 2·bits, and for a length that is not a power of two: half the bits −1.
+        for row in 32..40 {
+            assert_eq!(centres.get(row).sum(Kind::Float).double_value(&[]), 0.0);
+        }
+        let odd = hash_centres(3, 48, Device::Cpu);
+        assert_eq!(
+            odd.sum_dim_intlist(1, false, Kind::Float)
+                .abs()
+                .sum(Kind::Float)
+                .double_value(&[]),
+            0.0
+        );
+        assert!(
+            odd.get(0)
+                .not_equal_tensor(&odd.get(1))
+                .any()
+                .int64_value(&[])
+                == 1
+        );
+        assert_eq!(hash_centres(3, 48, Device::Cpu), odd, "seeded");
+    }
+
+    #[test]
+    fn hashnet_weighs_similar_and_dissimilar_pairs_equally() {
+        crate::torch::init_for_tests();
+        // One code against a bank of three: inner products 2, 1, −1 at α 1; the first pair
+        // similar, the other two not.
+        let codes = tensor(&[1.0, 1.0], &[1, 2]);
+        let bank = tensor(&[1.0, 1.0, 1.0, 0.0, -1.0, 0.0], &[3, 2]);
+        let labels = Tensor::from_slice(&[0i64]);
+        let bank_labels = Tensor::from_slice(&[0i64, 1, 2]);
+        let loss = hashnet_likelihood(&codes, &labels, &bank, &bank_labels, 1.0);
+        let softplus = |x: f64| (1.0 + x.exp()).ln();
+        let expected = (softplus(2.0) - 2.0) + (softplus(1.0) + softplus(-1.0)) / 2.0;
+        assert!((loss.double_value(&[]) - expected).abs() < 1e-6);
+    }
+
+    #[test]
+    fn csq_cross_entropy_is_that_of_the_tanh_probabilities() {
+        crate::torch::init_for_tests();
+        let codes = tensor(&[0.3, -1.2, 2.0, 0.1], &[2, 2]);
+        let centres = tensor(&[1.0, -1.0, -1.0, 1.0], &[2, 2]);
+        let (centre, quantised) = csq_terms(&codes, &centres);
+        let probability = (codes.tanh() + 1.0) * 0.5;
+        let target = (&centres + 1.0) * 0.5;
+        let reference = -(&target * probability.log()
+            + (target.ones_like() - &target) * (probability.ones_like() - &probability).log())
+        .mean(Kind::Float);
+        assert!((centre.double_value(&[]) - reference.double_value(&[])).abs() < 1e-6);
+        let reference_q = (codes.tanh().abs() - 1.0).square().mean(Kind::Float);
+        assert!((quantised - reference_q).abs().double_value(&[]) < 1e-7);
+    }
+
+    #[test]
+    fn greedy_hash_classifies_signs_and_passes_the_gradient_straight_through() {
+        crate::torch::init_for_tests();
+        let codes = tensor(&[0.3, -0.7], &[1, 2]).set_requires_grad(true);
+        let weight = tensor(&[1.0, 2.0, -1.0, 0.5], &[2, 2]);
+        let labels = Tensor::from_slice(&[1i64]);
+        let classify = |u: &Tensor| u.matmul(&weight.tr());
+        let config = LossConfig {
+            objective: Objective::GreedyHash { alpha: 0.0 },
+            ..LossConfig::default()
+        };
+        let bank = codes.detach();
+        let inputs = StepInputs {
+            labels: &labels,
+            bank_codes: &bank,
+            bank_labels: &labels,
+            classify: Some(&classify),
+            centres: None,
+            epoch: 0,
+        };
+        let terms = training_loss(&codes, &inputs, &config);
+        terms.total.backward();
+        // The forward pass saw (1, −1); the gradient is cross-entropy's at (1, −1).
+        let signs = tensor(&[1.0, -1.0], &[1, 2]).set_requires_grad(true);
+        let reference = classify(&signs).cross_entropy_for_logits(&labels);
+        assert!((terms.total.double_value(&[]) - reference.double_value(&[])).abs() < 1e-6);
+        reference.backward();
+        assert!((codes.grad() - signs.grad()).abs().max().double_value(&[]) < 1e-7);
     }
 }

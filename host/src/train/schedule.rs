@@ -31,6 +31,23 @@ impl Default for Schedule {
 }
 
 impl Schedule {
+    /// The same schedule scaled to start at `start`: every epoch's rate times `start` over the
+    /// old start.
+    pub fn starting_at(self, start: f64) -> Self {
+        match self {
+            Self::LogDecay { start: old, end } => Self::LogDecay {
+                start,
+                end: end * start / old,
+            },
+            Self::Step { factor, every, .. } => Self::Step {
+                start,
+                factor,
+                every,
+            },
+            Self::Constant { .. } => Self::Constant { rate: start },
+        }
+    }
+
     /// The learning rate of `epoch` (0-based) out of `epochs`.
     pub fn rate(&self, epoch: usize, epochs: usize) -> f64 {
         match *self {

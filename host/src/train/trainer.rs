@@ -34,8 +34,7 @@ use crate::model::effnet::EfficientNetLite0;
 use crate::torch::{select_device, DeviceChoice};
 
 use super::checkpoint::{self, Checkpoint, CheckpointInfo};
-use super::loss::LossTerms;
-use super::loss::{dhcnn_loss, LossConfig};
+use super::loss::{hash_centres, training_loss, LossConfig, LossTerms, Objective, StepInputs};
 use super::network::{Dhcnn, Head, SUPPORTED_BITS};
 use super::schedule::Schedule;
 
@@ -647,6 +646,9 @@ pub struct Stepper {
     bank_row: Vec<usize>,
     /// Label of each sample.
     labels: Vec<i64>,
+    /// CSQ's hash centres, one row per class.
+    centres: Option<Tensor>,
+    epoch: usize,
     device: Device,
 }
 
@@ -676,6 +678,10 @@ impl Stepper {
         for (row, &sample) in database.iter().enumerate() {
             bank_row[sample] = row;
         }
+        let centres = matches!(config.loss.objective, Objective::Csq { .. }).then(|| {
+            let classes = labels.iter().max().map_or(1, |&label| label + 1);
+            hash_centres(classes, config.bits as usize, device)
+        });
         let labels: Vec<i64> = labels.iter().map(|&label| label as i64).collect();
         let bank_labels =
             Tensor::from_slice(&database.iter().map(|&i| labels[i]).collect::<Vec<_>>())
@@ -689,11 +695,15 @@ impl Stepper {
             bank_labels,
             bank_row,
             labels,
+            centres,
+            epoch: 0,
             device,
         })
     }
 
-    pub fn set_lr(&mut self, rate: f64) {
+    /// Sets the learning rate and the epoch (from 0) of the steps that follow.
+    pub fn start_epoch(&mut self, epoch: usize, rate: f64) {
+        self.epoch = epoch;
         self.head_optimizer.set_lr(rate);
         if let Some(optimizer) = self.backbone_optimizer.as_mut() {
             optimizer.set_lr(rate);
@@ -715,14 +725,15 @@ impl Stepper {
         let classify = |codes: &Tensor| head.classify(codes);
         let classifier: Option<&dyn Fn(&Tensor) -> Tensor> =
             (!self.without_classifier).then_some(&classify);
-        let terms = dhcnn_loss(
-            &codes,
-            &labels,
-            &self.bank,
-            &self.bank_labels,
-            &self.loss,
-            classifier,
-        );
+        let inputs = StepInputs {
+            labels: &labels,
+            bank_codes: &self.bank,
+            bank_labels: &self.bank_labels,
+            classify: classifier,
+            centres: self.centres.as_ref(),
+            epoch: self.epoch,
+        };
+        let terms = training_loss(&codes, &inputs, &self.loss);
         self.head_optimizer.zero_grad();
         if let Some(optimizer) = self.backbone_optimizer.as_mut() {
             optimizer.zero_grad();
@@ -851,7 +862,7 @@ pub fn train(
     let mut last_save = Instant::now();
     for epoch in start_epoch..config.epochs {
         let learning_rate = config.schedule.rate(epoch, config.epochs);
-        stepper.set_lr(learning_rate);
+        stepper.start_epoch(epoch, learning_rate);
         let progress = ProgressBar::new(steps_per_epoch as u64);
         progress.set_style(
             ProgressStyle::with_template("epoch {prefix:>4} [{bar:30}] {pos}/{len} {msg}")

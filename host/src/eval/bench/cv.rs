@@ -34,7 +34,7 @@ use tch::{Device, Kind, Tensor};
 use crate::data::folder::Dataset;
 use crate::data::Manifest;
 use crate::torch::{select_device, DeviceChoice};
-use crate::train::loss::Combination;
+use crate::train::loss::{Combination, Objective};
 use crate::train::trainer::load_dataset;
 use crate::train::TrainConfig;
 
@@ -51,7 +51,7 @@ use super::super::{
     ClassificationMetrics, CodeSet, ConfusionMatrix, EvalOptions, FeatureMatrix, ItqOptions, Pca,
     RetrievalMetrics, RetrievalOptions, TieRule,
 };
-use super::{frozen_features, mean_std, train_and_encode, Method};
+use super::{frozen_features, mean_std, train_and_encode, Diverged, Method};
 
 /// The settings the inner fold chooses from. One value in a list means nothing is chosen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +61,15 @@ pub struct Grid {
     pub dhcnn_eta: Vec<f64>,
     /// DPSH's β.
     pub dpsh_beta: Vec<f64>,
+    /// HashNet's α (the scale of its inner products).
+    pub hashnet_alpha: Vec<f64>,
+    /// CSQ's λ (its quantisation weight).
+    pub csq_lambda: Vec<f64>,
+    /// GreedyHash's α (the weight of its cubic pull towards ±1).
+    pub greedy_hash_alpha: Vec<f64>,
+    /// Every trained method's first learning rate: losses normalised differently need different
+    /// steps under one SGD schedule. Empty: the base's rate.
+    pub lr: Vec<f64>,
     /// Logistic regression's L2 penalty λ.
     pub l2: Vec<f64>,
     /// kNN's k.
@@ -73,6 +82,10 @@ impl Default for Grid {
             dhcnn_beta: vec![1.0, 5.0, 25.0],
             dhcnn_eta: vec![0.2, 0.5],
             dpsh_beta: vec![1.0, 5.0, 25.0],
+            hashnet_alpha: vec![0.05, 0.1, 0.2, 0.5],
+            csq_lambda: vec![1e-4, 1e-2, 1.0],
+            greedy_hash_alpha: vec![0.01, 0.1, 1.0],
+            lr: vec![0.01, 0.1],
             l2: vec![1e-3, 1e-2, 1e-1, 1.0],
             knn_k: vec![1, 5, 15],
         }
@@ -97,19 +110,41 @@ pub struct CvOptions {
 /// One setting of the grid, as the report shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Setting {
-    Loss { beta: f64, eta: Option<f64> },
+    /// A trained method's loss weight, η and starting learning rate; `None` leaves the base's.
+    Trained {
+        weight: Option<LossWeight>,
+        /// DHCNN's weight of the hash terms against classification.
+        eta: Option<f64>,
+        /// The schedule's first rate (its last scales with it).
+        lr: Option<f64>,
+    },
     L2(f64),
     K(usize),
+}
+
+/// The weight each trained method's own grid varies, under its paper's name.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum LossWeight {
+    /// The quantisation term's weight: DHCNN's and DPSH's β, CSQ's λ.
+    Beta(f64),
+    /// HashNet's inner-product scale, GreedyHash's weight of its cubic pull to ±1.
+    Alpha(f64),
 }
 
 impl std::fmt::Display for Setting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Setting::Loss {
-                beta,
-                eta: Some(eta),
-            } => write!(f, "β {beta} η {eta}"),
-            Setting::Loss { beta, eta: None } => write!(f, "β {beta}"),
+            Setting::Trained { weight, eta, lr } => {
+                let mut parts = Vec::new();
+                match weight {
+                    Some(LossWeight::Beta(beta)) => parts.push(format!("β {beta}")),
+                    Some(LossWeight::Alpha(alpha)) => parts.push(format!("α {alpha}")),
+                    None => {}
+                }
+                parts.extend(eta.map(|eta| format!("η {eta}")));
+                parts.extend(lr.map(|lr| format!("lr {lr}")));
+                write!(f, "{}", parts.join(" "))
+            }
             Setting::L2(l2) => write!(f, "λ {l2}"),
             Setting::K(k) => write!(f, "k {k}"),
         }
@@ -389,50 +424,95 @@ impl Shared<'_> {
         seed: u64,
     ) -> anyhow::Result<TrainConfig> {
         let mut base = self.options.base.clone();
-        if let Some(Setting::Loss { beta, eta }) = setting {
-            base.loss.combination = match base.loss.combination {
-                Combination::MatConvNet { eta: old, .. } => Combination::MatConvNet {
-                    eta: eta.unwrap_or(old),
-                    beta,
-                },
-                // The port weights the hash terms 1 − η and quantisation λ inside them.
-                Combination::PyTorchPort { eta: old, .. } => Combination::PyTorchPort {
-                    eta: eta.map_or(old, |eta| 1.0 - eta),
-                    lambda: beta,
-                },
-            };
+        let Some(Setting::Trained { weight, eta, lr }) = setting else {
+            return method
+                .train_config(&base, bits, seed)
+                .context("a trained method has a training configuration");
+        };
+        if let Some(lr) = lr {
+            base.schedule = base.schedule.starting_at(lr);
         }
-        method
+        let beta = match weight {
+            Some(LossWeight::Beta(beta)) => Some(beta),
+            _ => None,
+        };
+        base.loss.combination = match base.loss.combination {
+            Combination::MatConvNet {
+                eta: old,
+                beta: old_beta,
+            } => Combination::MatConvNet {
+                eta: eta.unwrap_or(old),
+                beta: beta.unwrap_or(old_beta),
+            },
+            // The port weights the hash terms 1 − η and quantisation λ inside them.
+            Combination::PyTorchPort { eta: old, lambda } => Combination::PyTorchPort {
+                eta: eta.map_or(old, |eta| 1.0 - eta),
+                lambda: beta.unwrap_or(lambda),
+            },
+        };
+        let mut config = method
             .train_config(&base, bits, seed)
-            .context("a trained method has a training configuration")
+            .context("a trained method has a training configuration")?;
+        match (weight, &mut config.loss.objective) {
+            (Some(LossWeight::Alpha(weight)), Objective::HashNet { alpha, .. })
+            | (Some(LossWeight::Alpha(weight)), Objective::GreedyHash { alpha })
+            | (Some(LossWeight::Beta(weight)), Objective::Csq { lambda: alpha }) => *alpha = weight,
+            _ => {}
+        }
+        Ok(config)
     }
 
     fn grid(&self, method: Method) -> Vec<Setting> {
         let grid = &self.options.grid;
-        match method {
+        let betas = |values: &[f64]| -> Vec<(Option<LossWeight>, Option<f64>)> {
+            values
+                .iter()
+                .map(|&b| (Some(LossWeight::Beta(b)), None))
+                .collect()
+        };
+        let alphas = |values: &[f64]| -> Vec<(Option<LossWeight>, Option<f64>)> {
+            values
+                .iter()
+                .map(|&a| (Some(LossWeight::Alpha(a)), None))
+                .collect()
+        };
+        let weights = match method {
             Method::Dhcnn => grid
                 .dhcnn_beta
                 .iter()
                 .flat_map(|&beta| {
-                    grid.dhcnn_eta.iter().map(move |&eta| Setting::Loss {
-                        beta,
-                        eta: Some(eta),
-                    })
+                    grid.dhcnn_eta
+                        .iter()
+                        .map(move |&eta| (Some(LossWeight::Beta(beta)), Some(eta)))
                 })
                 .collect(),
-            Method::Dpsh => grid
-                .dpsh_beta
-                .iter()
-                .map(|&beta| Setting::Loss { beta, eta: None })
-                .collect(),
+            Method::Dpsh => betas(&grid.dpsh_beta),
+            Method::Csq => betas(&grid.csq_lambda),
+            Method::HashNet => alphas(&grid.hashnet_alpha),
+            Method::GreedyHash => alphas(&grid.greedy_hash_alpha),
+            Method::ClassificationOnly => vec![(None, None)],
             Method::LogisticBands | Method::LogisticFeatures => {
-                grid.l2.iter().map(|&l2| Setting::L2(l2)).collect()
+                return grid.l2.iter().map(|&l2| Setting::L2(l2)).collect()
             }
             Method::KnnBands | Method::KnnFeatures => {
-                grid.knn_k.iter().map(|&k| Setting::K(k)).collect()
+                return grid.knn_k.iter().map(|&k| Setting::K(k)).collect()
             }
-            _ => Vec::new(),
-        }
+            Method::Majority | Method::Lsh | Method::Itq => return Vec::new(),
+        };
+        // No rate listed: the base's.
+        let rates: Vec<Option<f64>> = if grid.lr.is_empty() {
+            vec![None]
+        } else {
+            grid.lr.iter().copied().map(Some).collect()
+        };
+        weights
+            .iter()
+            .flat_map(|&(weight, eta)| {
+                rates
+                    .iter()
+                    .map(move |&lr| Setting::Trained { weight, eta, lr })
+            })
+            .collect()
     }
 
     /// One trained method on outer fold `fold`: the setting chosen on the inner split, then the
@@ -450,14 +530,20 @@ impl Shared<'_> {
             let mut best: Option<(Setting, f64)> = None;
             for &setting in &grid {
                 let config = self.trained_config(method, Some(setting), bits, seed)?;
-                let hashed = train_and_encode(
+                let hashed = match train_and_encode(
                     method,
                     &config,
                     self.dataset,
                     self.features,
                     train,
                     self.device,
-                )?;
+                ) {
+                    Ok(hashed) => hashed,
+                    // A rate too high for this loss is a setting the grid rules out, not a
+                    // failed benchmark.
+                    Err(error) if error.downcast_ref::<Diverged>().is_some() => continue,
+                    Err(error) => return Err(error),
+                };
                 let (metrics, _) = self.evaluate_hashed(&hashed, train, validation)?;
                 // Strictly better only: a tie keeps the earlier (grid-order) setting.
                 if best.is_none_or(|(_, score)| metrics.map > score) {
@@ -1019,6 +1105,10 @@ mod tests {
                 dhcnn_beta: vec![1.0, 5.0],
                 dhcnn_eta: vec![0.2],
                 dpsh_beta: vec![1.0],
+                hashnet_alpha: vec![0.05, 0.2],
+                csq_lambda: vec![1e-4],
+                greedy_hash_alpha: vec![0.1],
+                lr: vec![0.01],
                 l2: vec![1e-2, 1.0],
                 knn_k: vec![1, 5],
             },
@@ -1048,6 +1138,7 @@ mod tests {
             Method::KnnBands,
             Method::KnnFeatures,
             Method::Lsh,
+            Method::HashNet,
             Method::Dhcnn,
         ]);
         let mut lines = 0;
@@ -1062,7 +1153,7 @@ mod tests {
         )
         .expect("cross-validation runs");
         assert_eq!(outcome.tiles, n);
-        assert_eq!(outcome.methods.len(), 6);
+        assert_eq!(outcome.methods.len(), 7);
         for result in &outcome.methods {
             for run in &result.runs {
                 assert_eq!(run.average_precision.len(), n, "{}", result.method);
@@ -1090,6 +1181,18 @@ mod tests {
             .runs
             .iter()
             .all(|r| r.chosen.iter().all(Option::is_some)));
+        // HashNet's α is chosen the same way, from its own grid.
+        assert!(find("HashNet")
+            .runs
+            .iter()
+            .all(|r| r.chosen.iter().all(|setting| matches!(
+                setting,
+                Some(Setting::Trained {
+                    weight: Some(LossWeight::Alpha(a)),
+                    eta: None,
+                    lr: Some(_),
+                }) if [0.05, 0.2].contains(a)
+            ))));
         // Majority: near-chance κ (each fold predicts its own database's majority class, so the
         // pooled labels are not all one class) and a query-ignoring ranking, far below a
         // supervised method.

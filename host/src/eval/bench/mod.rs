@@ -3,9 +3,9 @@
 //!
 //! - LSH and ITQ hash the backbone features directly (fitted on the database, as in
 //!   [`super::baselines`]);
-//! - DPSH, classification-only and DHCNN train the hash layer (and classifier) on the same
-//!   features with the step `orbhash train --freeze-backbone` takes ([`Stepper`]), differing only
-//!   in their loss settings ([`Method::train_config`]).
+//! - DPSH, HashNet, CSQ, GreedyHash, classification-only and DHCNN train the hash layer (and
+//!   classifier) on the same features with the step `orbhash train --backbone-training frozen`
+//!   takes ([`Stepper`]), differing only in their loss ([`Method::train_config`]).
 //!
 //! The backbone runs once per data set; each trained run then takes seconds on a CPU.
 
@@ -20,14 +20,14 @@ use crate::data::folder::Dataset;
 use crate::data::SplitName;
 use crate::model::backbone::load_pretrained;
 use crate::torch::{select_device, DeviceChoice};
-use crate::train::loss::Combination;
+use crate::train::loss::{Combination, Objective};
 use crate::train::network::Dhcnn;
 use crate::train::trainer::{
     backbone_features, load_dataset, select_rows, BackboneTraining, Stepper,
 };
 use crate::train::TrainConfig;
 
-use super::checkpoint::{data_set_name, tensor_rows, HashedDataset};
+use super::checkpoint::{data_set_name, tensor_rows, ClassifierInput, HashedDataset};
 use super::{evaluate, itq_with_pca, lsh, EvalOptions, EvalReport, FeatureMatrix, ItqOptions, Pca};
 
 pub mod cv;
@@ -43,6 +43,9 @@ pub enum Method {
     Lsh,
     Itq,
     Dpsh,
+    HashNet,
+    Csq,
+    GreedyHash,
     ClassificationOnly,
     Dhcnn,
     /// The cross-validated bench's simple baselines ([`cv`]): no hash code, no training.
@@ -55,7 +58,7 @@ pub enum Method {
 
 impl Method {
     /// Every method the cross-validated bench runs by default, in its table's order.
-    pub const CROSS_VALIDATED: [Self; 10] = [
+    pub const CROSS_VALIDATED: [Self; 13] = [
         Self::Majority,
         Self::LogisticBands,
         Self::KnnBands,
@@ -64,6 +67,9 @@ impl Method {
         Self::Lsh,
         Self::Itq,
         Self::Dpsh,
+        Self::HashNet,
+        Self::Csq,
+        Self::GreedyHash,
         Self::ClassificationOnly,
         Self::Dhcnn,
     ];
@@ -82,6 +88,9 @@ impl Method {
             Self::Lsh => "LSH",
             Self::Itq => "ITQ",
             Self::Dpsh => "DPSH",
+            Self::HashNet => "HashNet",
+            Self::Csq => "CSQ",
+            Self::GreedyHash => "GreedyHash",
             Self::ClassificationOnly => "classification-only",
             Self::Dhcnn => "DHCNN",
             Self::Majority => "majority class",
@@ -94,9 +103,13 @@ impl Method {
 
     /// Whether the method gives hash codes (and so depends on the code length).
     pub fn hashes(self) -> bool {
-        matches!(
+        !matches!(
             self,
-            Self::Lsh | Self::Itq | Self::Dpsh | Self::ClassificationOnly | Self::Dhcnn
+            Self::Majority
+                | Self::LogisticBands
+                | Self::KnnBands
+                | Self::KnnFeatures
+                | Self::LogisticFeatures
         )
     }
 
@@ -127,6 +140,20 @@ impl Method {
                 // DPSH gets the whole gradient of its pairwise and quantisation terms.
                 config.loss.combination = with_hash_weight(base, 1.0);
             }
+            // The reference settings (DeepHash-pytorch); the cross-validated bench chooses the
+            // weight from its grid instead.
+            Self::HashNet => {
+                config.without_classifier = true;
+                config.loss.objective = Objective::HashNet {
+                    alpha: 0.1,
+                    continuation_epochs: 20,
+                };
+            }
+            Self::Csq => {
+                config.without_classifier = true;
+                config.loss.objective = Objective::Csq { lambda: 1e-4 };
+            }
+            Self::GreedyHash => config.loss.objective = Objective::GreedyHash { alpha: 0.1 },
         }
         Some(config)
     }
@@ -421,7 +448,7 @@ pub fn train_and_encode(
         device,
     )?;
     for epoch in 0..config.epochs {
-        stepper.set_lr(config.schedule.rate(epoch, config.epochs));
+        stepper.start_epoch(epoch, config.schedule.rate(epoch, config.epochs));
         let order = view.epoch_order(SplitName::Database, config.seed, epoch as u64);
         for indices in order.chunks(config.batch_size) {
             let terms = stepper.step(
@@ -431,13 +458,13 @@ pub fn train_and_encode(
             );
             let loss = terms.total.double_value(&[]);
             if !loss.is_finite() {
-                bail!(
-                    "{} ({} bits, seed {}) diverged at epoch {}: try a lower learning rate",
-                    method.name(),
-                    config.bits,
-                    config.seed,
-                    epoch + 1
-                );
+                return Err(Diverged {
+                    method,
+                    bits: config.bits,
+                    seed: config.seed,
+                    epoch: epoch + 1,
+                }
+                .into());
             }
         }
     }
@@ -445,8 +472,21 @@ pub fn train_and_encode(
         &model.head,
         features,
         &view,
-        !config.without_classifier,
+        ClassifierInput::of(config),
     ))
+}
+
+/// A trained method's loss stopped being finite: its learning rate is too high for it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{} ({bits} bits, seed {seed}) diverged at epoch {epoch}: try a lower learning rate",
+    method.name()
+)]
+pub struct Diverged {
+    pub method: Method,
+    pub bits: i64,
+    pub seed: u64,
+    pub epoch: usize,
 }
 
 /// Writes the outcome as pretty JSON.
@@ -632,5 +672,49 @@ mod tests {
         let dhcnn = Method::Dhcnn.train_config(base, 64, 2).expect("trained");
         assert_eq!((dhcnn.bits, dhcnn.seed, dhcnn.loss), (64, 2, base.loss));
         assert!(Method::Lsh.train_config(base, 32, 0).is_none());
+    }
+
+    #[test]
+    fn the_deephash_set_uses_the_labels_and_only_greedy_hash_classifies() {
+        crate::torch::init_for_tests();
+        let (dataset, features) = synthetic();
+        let mut options = options();
+        options.methods = vec![
+            Method::Lsh,
+            Method::Itq,
+            Method::HashNet,
+            Method::Csq,
+            Method::GreedyHash,
+        ];
+        options.bits = vec![32];
+        options.seeds = vec![0];
+        let outcome = bench_on_features(&dataset, &features, &options, Device::Cpu, &mut |_| {})
+            .expect("bench runs");
+        let map = |method: Method| {
+            let run = outcome
+                .runs
+                .iter()
+                .find(|run| run.method == method.name())
+                .expect("run");
+            (run.map, run.overall_accuracy)
+        };
+        let floor = map(Method::Lsh).0.max(map(Method::Itq).0);
+        for method in [Method::HashNet, Method::Csq, Method::GreedyHash] {
+            let (method_map, accuracy) = map(method);
+            assert!(
+                method_map > floor + 0.1,
+                "{}: {method_map:.3} vs unsupervised {floor:.3}",
+                method.name()
+            );
+            assert_eq!(accuracy.is_some(), method == Method::GreedyHash);
+        }
+        let hashnet = Method::HashNet
+            .train_config(&options.base, 32, 0)
+            .expect("trained");
+        assert!(hashnet.without_classifier);
+        assert!(matches!(
+            hashnet.loss.objective,
+            Objective::HashNet { alpha, continuation_epochs: 20 } if alpha == 0.1
+        ));
     }
 }
