@@ -11,6 +11,9 @@
 //!   `embedded_io::Write`; [`Decoder`] reads any chunking of bytes back into [`Event`]s and counts
 //!   losses, duplicates and replays ([`DecoderStats`], and per pass [`PassStats`]).
 //!
+//! - Commands flow back up as PUS telecommands ([`command`]): [`encode_command`] on the ground,
+//!   [`CommandGate`] on the board (authenticated, replay-protected, every outcome counted).
+//!
 //! The byte layout is in the [`packet`] module docs and in `FORMAT.md` beside this crate.
 #![no_std]
 // Everything here parses bytes off a radio link: no path may panic on what it reads.
@@ -34,6 +37,7 @@
 extern crate std;
 
 pub mod code;
+pub mod command;
 pub mod decoder;
 pub mod hex;
 #[cfg(feature = "std")]
@@ -46,6 +50,10 @@ pub mod writer;
 pub use code::{
     hamming, hamming_words, is_supported_length, pack_words, words_for, Code, CodeError,
     SUPPORTED_BITS,
+};
+pub use command::{
+    decode_command, encode_command, Command, CommandEncodeError, CommandError, CommandGate,
+    CommandHeader, CommandStats, RetentionPolicy, StreamPosition, TileList, TileRef,
 };
 pub use decoder::{
     Continuity, Decoder, DecoderStats, Event, FrameError, PassStats, Rejection, SequenceError,

@@ -96,25 +96,36 @@ impl MacKey {
     }
 
     fn tag(&self, authenticated: &[u8]) -> [u8; MAC_LEN] {
+        self.tag_parts(&[authenticated])
+    }
+
+    fn verify(&self, authenticated: &[u8], tag: &[u8]) -> bool {
+        self.verify_parts(&[authenticated], tag)
+    }
+
+    /// The truncated tag over the concatenation of `parts` (a domain label, then the bytes).
+    pub(crate) fn tag_parts(&self, parts: &[&[u8]]) -> [u8; MAC_LEN] {
         let mut tag = [0u8; MAC_LEN];
-        let full = self.hmac(authenticated).finalize().into_bytes();
+        let full = self.hmac(parts).finalize().into_bytes();
         for (slot, byte) in tag.iter_mut().zip(full.iter()) {
             *slot = *byte;
         }
         tag
     }
 
-    fn verify(&self, authenticated: &[u8], tag: &[u8]) -> bool {
+    pub(crate) fn verify_parts(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
         // Constant-time comparison: a timing oracle would let a forger guess the tag bytewise.
-        self.hmac(authenticated).verify_truncated_left(tag).is_ok()
+        self.hmac(parts).verify_truncated_left(tag).is_ok()
     }
 
-    fn hmac(&self, authenticated: &[u8]) -> Hmac<Sha256> {
+    fn hmac(&self, parts: &[&[u8]]) -> Hmac<Sha256> {
         // HMAC takes keys of any length, so this cannot fail; the fallback key only keeps the
         // path panic-free.
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.0)
             .unwrap_or_else(|_| Hmac::<Sha256>::new(&Default::default()));
-        mac.update(authenticated);
+        for part in parts {
+            mac.update(part);
+        }
         mac
     }
 }
