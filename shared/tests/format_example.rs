@@ -97,3 +97,52 @@ fn worked_example_matches_format_md() {
     let view = decode_packet(&documented_packet, None).expect("decodes");
     assert_eq!(view.records().collect::<Vec<_>>(), records);
 }
+
+/// FORMAT.md's telecommand: a tile request under the key of 32 bytes 0x42.
+fn command_example() -> Vec<u8> {
+    use orbhash_wire::{
+        encode_command, Command, CommandHeader, MacKey, StreamPosition, TileList, TileRef,
+    };
+    let header = CommandHeader {
+        apid: 0x042,
+        sequence_count: 9,
+        source: 7,
+        position: StreamPosition {
+            epoch: 1,
+            counter: 300,
+        },
+    };
+    let tiles = [
+        TileRef {
+            scene: 17,
+            tile: 81,
+        },
+        TileRef {
+            scene: 17,
+            tile: 300,
+        },
+    ];
+    let command = Command::RequestTiles {
+        request: 12,
+        tiles: TileList::Slice(&tiles),
+    };
+    let mut out = [0u8; 256];
+    let len = encode_command(&header, &command, &MacKey::new([0x42; 32]), &mut out).expect("fits");
+    out[..len].to_vec()
+}
+
+#[test]
+fn worked_command_matches_format_md() {
+    let command = command_example();
+    assert_eq!(
+        hex(&command),
+        hex(&documented("<!-- example-command -->")),
+        "command"
+    );
+    let documented_command = documented("<!-- example-command -->");
+    let (header, read) =
+        orbhash_wire::decode_command(&documented_command, &orbhash_wire::MacKey::new([0x42; 32]))
+            .expect("decodes");
+    assert_eq!(header.position.counter, 300);
+    assert_eq!(read.name(), "request-tiles");
+}
