@@ -525,9 +525,10 @@ impl Shared<'_> {
         fold: usize,
     ) -> anyhow::Result<FoldEval> {
         let grid = self.grid(method);
-        let chosen = if grid.len() > 1 {
+        // The grid in order of preference: best validation mAP first, ties in grid order.
+        let ranked: Vec<Option<Setting>> = if grid.len() > 1 {
             let (train, validation) = &self.inner[fold];
-            let mut best: Option<(Setting, f64)> = None;
+            let mut scored: Vec<(Setting, f64)> = Vec::new();
             for &setting in &grid {
                 let config = self.trained_config(method, Some(setting), bits, seed)?;
                 let hashed = match train_and_encode(
@@ -545,26 +546,48 @@ impl Shared<'_> {
                     Err(error) => return Err(error),
                 };
                 let (metrics, _) = self.evaluate_hashed(&hashed, train, validation)?;
-                // Strictly better only: a tie keeps the earlier (grid-order) setting.
-                if best.is_none_or(|(_, score)| metrics.map > score) {
-                    best = Some((setting, metrics.map));
-                }
+                scored.push((setting, metrics.map));
             }
-            best.map(|(setting, _)| setting)
+            // Stable: a tie keeps the earlier (grid-order) setting first.
+            scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+            scored
+                .into_iter()
+                .map(|(setting, _)| Some(setting))
+                .collect()
         } else {
-            grid.first().copied()
+            vec![grid.first().copied()]
         };
         let database = self.folds.others(fold);
         let queries = self.folds.members(fold);
-        let config = self.trained_config(method, chosen, bits, seed)?;
-        let hashed = train_and_encode(
-            method,
-            &config,
-            self.dataset,
-            self.features,
-            &database,
-            self.device,
-        )?;
+        // A setting that trained on the inner split can still diverge on the larger outer
+        // database: the next one in the ranking is taken then, and the report says which ran.
+        let mut outcome = None;
+        for &setting in &ranked {
+            let config = self.trained_config(method, setting, bits, seed)?;
+            match train_and_encode(
+                method,
+                &config,
+                self.dataset,
+                self.features,
+                &database,
+                self.device,
+            ) {
+                Ok(hashed) => {
+                    outcome = Some((setting, hashed));
+                    break;
+                }
+                Err(error) if error.downcast_ref::<Diverged>().is_some() => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        let Some((chosen, hashed)) = outcome else {
+            bail!(
+                "{} ({bits} bits, seed {seed}) diverged on fold {} under every setting of its \
+                 grid: lower --grid-lr",
+                method.name(),
+                fold + 1
+            );
+        };
         let (metrics, predicted) = self.evaluate_hashed(&hashed, &database, &queries)?;
         Ok(FoldEval {
             queries,
