@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use orbhash_contract::card::{CalibrationMethod, ModelCard, CARD_FORMAT};
 use orbhash_infer::{Hasher, OnnxModel};
 use orbhash_wire::MacKey;
+use orbhash_wire::RetentionPolicy;
 
 /// orbhash on board: hash image tiles with the exported DHCNN model and downlink their codes.
 #[derive(Debug, Parser)]
@@ -171,6 +172,17 @@ struct RunArgs {
     #[arg(long, value_name = "P", default_value_t = DEFAULT_MIN_CONFIDENCE,
           value_parser = parse_probability, requires = "drop_labels")]
     min_confidence: f32,
+    /// Keep the hashed scene (the --tiles file or directory) in this on-board store, so that its
+    /// full tiles can be tasked later; the oldest scenes are evicted first, and each eviction
+    /// is logged and listed in the summary.
+    #[arg(long, value_name = "DIR")]
+    scene_store: Option<PathBuf>,
+    /// The scene store's capacity in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 30, requires = "scene_store")]
+    store_capacity: u64,
+    /// Evict stored scenes older than this many seconds (0: only capacity evicts).
+    #[arg(long, value_name = "S", default_value_t = 0, requires = "scene_store")]
+    store_max_age: u32,
     /// Print the run summary as JSON on stdout at the end.
     #[arg(long)]
     json: bool,
@@ -403,6 +415,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     drop_labels: args.drop_labels,
                     min_confidence: args.min_confidence,
                 },
+                scene_store: args.scene_store.map(|dir| {
+                    (
+                        dir,
+                        RetentionPolicy {
+                            capacity_bytes: args.store_capacity,
+                            max_age_s: args.store_max_age,
+                        },
+                    )
+                }),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

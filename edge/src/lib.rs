@@ -6,6 +6,7 @@
 //! - [`link`]: file, TCP, serial or stdout, optionally through a simulated intermittent channel;
 //! - [`run`]: the tokio pipeline tying them together; [`bench`]: the speed and profile tables;
 //! - [`screen`]: on-board screening, tiles of given labels kept off the link;
+//! - [`store`]: the bounded store of hashed scenes that tile requests are served from;
 //! - [`cli`]: the `orbhash-edge` command line.
 
 pub mod bench;
@@ -15,3 +16,4 @@ pub mod queue;
 pub mod run;
 pub mod screen;
 pub mod source;
+pub mod store;

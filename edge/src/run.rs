@@ -21,7 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use orbhash_wire::{MacKey, PacketContext, PacketWriter, Record, TilePosition, WriterConfig};
+use orbhash_wire::{
+    MacKey, PacketContext, PacketWriter, Record, RetentionPolicy, TilePosition, WriterConfig,
+};
 use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 
@@ -29,6 +31,7 @@ use crate::link::{ChannelStats, Link, LinkTarget, Simulation};
 use crate::queue::{Queue, QueueError, QueueStats};
 use crate::screen::{Dropped, Screen, ScreenError, ScreenLog, ScreeningOptions};
 use crate::source::{SourceError, Tile, TileProblem, TileSource};
+use crate::store::{Eviction, EvictionCause, SceneStore, StoreError, StoredScene};
 use orbhash_cli::error_chain;
 use orbhash_infer::hasher::{Hashed, Hasher, HasherError};
 
@@ -53,6 +56,8 @@ pub struct RunOptions {
     pub max_tiles: Option<u32>,
     /// Tiles not to downlink, by predicted label.
     pub screening: ScreeningOptions,
+    /// Where the hashed scene is kept for tasking, and under which policy; `None` keeps nothing.
+    pub scene_store: Option<(PathBuf, RetentionPolicy)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +70,8 @@ pub enum RunError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Screen(#[from] ScreenError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("packetiser: {0}")]
     Packet(String),
     #[error("pipeline stage failed: {0}")]
@@ -95,10 +102,23 @@ pub struct RunSummary {
     pub downlinked_bytes: u64,
     /// What `--drop-label` kept off the link; `None` without it.
     pub screening: Option<ScreeningSummary>,
+    /// The scene store after this scene was kept; `None` without `--scene-store`.
+    pub scene_store: Option<StoreSummary>,
     pub seconds: f64,
     pub inference_seconds: f64,
     pub tiles_per_second: f64,
     pub ms_per_tile: f64,
+}
+
+/// The on-board scene store after a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreSummary {
+    pub policy_capacity_bytes: u64,
+    pub policy_max_age_s: u32,
+    /// What this run's keeping of its scene pushed out, oldest first.
+    pub evictions: Vec<Eviction>,
+    pub scenes_kept: Vec<StoredScene>,
+    pub bytes_kept: u64,
 }
 
 /// What screening dropped, and what it saved. Counts and bytes are this run's, except
@@ -536,6 +556,32 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
                 .saturating_sub(screened.frame_bytes),
         }
     });
+    let scene_store = match &options.scene_store {
+        Some((root, policy)) => {
+            let mut store = SceneStore::open(root, *policy)?;
+            let evictions = store.keep(scene_id, &options.tiles, std::time::SystemTime::now())?;
+            for eviction in &evictions {
+                eprintln!(
+                    "orbhash-edge: scene store: evicted scene {:08x} ({} bytes, {})",
+                    eviction.scene_id,
+                    eviction.bytes,
+                    match eviction.cause {
+                        EvictionCause::Capacity => "over capacity",
+                        EvictionCause::Age => "past its age",
+                    }
+                );
+            }
+            let scenes_kept = store.scenes()?;
+            Some(StoreSummary {
+                policy_capacity_bytes: policy.capacity_bytes,
+                policy_max_age_s: policy.max_age_s,
+                evictions,
+                bytes_kept: scenes_kept.iter().map(|scene| scene.bytes).sum(),
+                scenes_kept,
+            })
+        }
+        None => None,
+    };
     Ok(RunSummary {
         model_id: card.model_id.to_string(),
         epoch: recovery.epoch,
@@ -553,6 +599,7 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
         raw_tile_bytes: counters.raw_bytes.load(Ordering::Relaxed),
         downlinked_bytes: queue_stats.bytes_sent,
         screening,
+        scene_store,
         seconds,
         inference_seconds,
         tiles_per_second: hashed as f64 / seconds.max(1e-9),

@@ -103,9 +103,25 @@ fn train_export_hash_downlink_ingest_and_find_a_tile_by_its_image() {
             progress: false,
             max_tiles: None,
             screening: Default::default(),
+            scene_store: Some((
+                work.path().join("scene-store"),
+                orbhash_wire::RetentionPolicy {
+                    capacity_bytes: 1 << 30,
+                    max_age_s: 0,
+                },
+            )),
         }))
         .expect("edge run");
     assert_eq!(summary.tiles_failed, 0, "{:?}", summary.problems);
+    // The scene is kept on board, byte for byte, for tasking.
+    let store = summary.scene_store.as_ref().expect("store summary");
+    assert!(store.evictions.is_empty());
+    assert_eq!(store.scenes_kept.len(), 1);
+    assert_eq!(store.scenes_kept[0].scene_id, summary.scene_id);
+    assert_eq!(
+        std::fs::read(&store.scenes_kept[0].path).expect("stored scene"),
+        std::fs::read(&scene).expect("scene")
+    );
     assert_eq!(summary.tiles_hashed, u64::from(summary.tiles_in_source));
     assert_eq!(summary.frames_left_in_queue, 0);
     assert!(summary.downlinked_bytes * 100 < summary.raw_tile_bytes);
