@@ -493,14 +493,15 @@ fn read_body<'a>(subtype: u8, fields: &mut Reader<'a>) -> Result<Command<'a>, Co
                 return Err(CommandError::Malformed);
             }
             // Validate every tile now, so that iterating later cannot fail.
-            let start = fields.clone();
+            let mut start = fields.clone();
             let before = fields.remaining();
             for _ in 0..count {
                 fields.varint::<u32>().map_err(malformed)?;
                 fields.varint::<u32>().map_err(malformed)?;
             }
-            let used = before - fields.remaining();
-            let bytes = start.clone().bytes(used).map_err(malformed)?;
+            let bytes = start
+                .bytes(before - fields.remaining())
+                .map_err(malformed)?;
             Command::RequestTiles {
                 request,
                 tiles: TileList::Encoded { count, bytes },

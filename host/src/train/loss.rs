@@ -174,11 +174,22 @@ pub fn training_loss(codes: &Tensor, inputs: &StepInputs<'_>, config: &LossConfi
             LossTerms::of(pairwise.shallow_clone(), &pairwise, &zero, &zero)
         }
         Objective::Csq { lambda } => {
-            let centres = inputs
-                .centres
-                .map(|centres| centres.index_select(0, inputs.labels));
-            let centres = centres.unwrap_or_else(|| codes.sign().detach());
-            let (centre, quantised) = csq_terms(codes, &centres);
+            // The centres depend only on the class index, so the ones built here for the bank's
+            // classes are the ones a caller caches.
+            let built;
+            let centres = match inputs.centres {
+                Some(centres) => centres,
+                None => {
+                    let classes = inputs.bank_labels.max().int64_value(&[]) + 1;
+                    built = hash_centres(
+                        classes.max(1) as usize,
+                        codes.size()[1] as usize,
+                        codes.device(),
+                    );
+                    &built
+                }
+            };
+            let (centre, quantised) = csq_terms(codes, &centres.index_select(0, inputs.labels));
             let quantisation_term = quantised * lambda;
             let total = &centre + &quantisation_term;
             LossTerms::of(total, &centre, &quantisation_term, &zero_like(codes))
@@ -222,10 +233,7 @@ pub fn hashnet_likelihood(
     alpha: f64,
 ) -> Tensor {
     let inner = codes.matmul(&bank_codes.tr()) * alpha;
-    let similar = labels
-        .unsqueeze(1)
-        .eq_tensor(&bank_labels.unsqueeze(0))
-        .to_kind(codes.kind());
+    let similar = similarity(labels, bank_labels, codes.kind());
     let dissimilar = similar.ones_like() - &similar;
     let likelihood = inner.softplus() - &similar * &inner;
     let kind = codes.kind();
@@ -283,6 +291,14 @@ pub fn hash_centres(classes: usize, bits: usize, device: tch::Device) -> Tensor 
         .to_device(device)
 }
 
+/// `S_ij`: 1 where batch sample i and bank sample j share the label, else 0.
+fn similarity(labels: &Tensor, bank_labels: &Tensor, kind: Kind) -> Tensor {
+    labels
+        .unsqueeze(1)
+        .eq_tensor(&bank_labels.unsqueeze(0))
+        .to_kind(kind)
+}
+
 /// `Σ_ij softplus(Θ_ij) − S_ij Θ_ij` over the batch × bank, divided by B·N.
 pub fn pairwise_likelihood(
     codes: &Tensor,
@@ -292,10 +308,7 @@ pub fn pairwise_likelihood(
     scale: f64,
 ) -> Tensor {
     let theta = codes.matmul(&bank_codes.tr()) / scale;
-    let similar = labels
-        .unsqueeze(1)
-        .eq_tensor(&bank_labels.unsqueeze(0))
-        .to_kind(codes.kind());
+    let similar = similarity(labels, bank_labels, codes.kind());
     let pairs = (theta.size()[0] * theta.size()[1]) as f64;
     (theta.softplus() - similar * &theta).sum(codes.kind()) / pairs
 }

@@ -515,6 +515,31 @@ impl Shared<'_> {
             .collect()
     }
 
+    /// Trains `method` under `setting` on the samples `train` and hashes every sample; `None`
+    /// when its loss diverged.
+    fn train_unless_diverged(
+        &self,
+        method: Method,
+        setting: Option<Setting>,
+        bits: usize,
+        seed: u64,
+        train: &[usize],
+    ) -> anyhow::Result<Option<HashedDataset>> {
+        let config = self.trained_config(method, setting, bits, seed)?;
+        match train_and_encode(
+            method,
+            &config,
+            self.dataset,
+            self.features,
+            train,
+            self.device,
+        ) {
+            Ok(hashed) => Ok(Some(hashed)),
+            Err(error) if error.downcast_ref::<Diverged>().is_some() => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// One trained method on outer fold `fold`: the setting chosen on the inner split, then the
     /// retrained head on the outer database.
     fn trained_fold(
@@ -530,20 +555,12 @@ impl Shared<'_> {
             let (train, validation) = &self.inner[fold];
             let mut scored: Vec<(Setting, f64)> = Vec::new();
             for &setting in &grid {
-                let config = self.trained_config(method, Some(setting), bits, seed)?;
-                let hashed = match train_and_encode(
-                    method,
-                    &config,
-                    self.dataset,
-                    self.features,
-                    train,
-                    self.device,
-                ) {
-                    Ok(hashed) => hashed,
-                    // A rate too high for this loss is a setting the grid rules out, not a
-                    // failed benchmark.
-                    Err(error) if error.downcast_ref::<Diverged>().is_some() => continue,
-                    Err(error) => return Err(error),
+                // A rate too high for this loss is a setting the grid rules out, not a failed
+                // benchmark.
+                let Some(hashed) =
+                    self.train_unless_diverged(method, Some(setting), bits, seed, train)?
+                else {
+                    continue;
                 };
                 let (metrics, _) = self.evaluate_hashed(&hashed, train, validation)?;
                 scored.push((setting, metrics.map));
@@ -563,21 +580,11 @@ impl Shared<'_> {
         // database: the next one in the ranking is taken then, and the report says which ran.
         let mut outcome = None;
         for &setting in &ranked {
-            let config = self.trained_config(method, setting, bits, seed)?;
-            match train_and_encode(
-                method,
-                &config,
-                self.dataset,
-                self.features,
-                &database,
-                self.device,
-            ) {
-                Ok(hashed) => {
-                    outcome = Some((setting, hashed));
-                    break;
-                }
-                Err(error) if error.downcast_ref::<Diverged>().is_some() => continue,
-                Err(error) => return Err(error),
+            if let Some(hashed) =
+                self.train_unless_diverged(method, setting, bits, seed, &database)?
+            {
+                outcome = Some((setting, hashed));
+                break;
             }
         }
         let Some((chosen, hashed)) = outcome else {
