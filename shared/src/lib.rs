@@ -39,6 +39,7 @@ extern crate std;
 pub mod code;
 pub mod command;
 pub mod decoder;
+pub mod delivery;
 pub mod hex;
 #[cfg(feature = "std")]
 pub mod io;
@@ -59,6 +60,7 @@ pub use decoder::{
     Continuity, Decoder, DecoderStats, Event, FrameError, PassStats, Rejection, SequenceError,
     StreamDecoder,
 };
+pub use delivery::{frame_kind, open_pdu_frame, pdu_mac, FrameKind, PduFrameError};
 #[cfg(feature = "std")]
 pub use io::{decode_stream, OwnedEvent, StdIo};
 pub use packet::{

@@ -1,0 +1,225 @@
+//! The delivery layer end to end in one process: board outbox and ground inbox over a channel
+//! that loses, corrupts and duplicates frames both ways.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+use orbhash_link::{
+    Channel, Consignee, DeliveryConfig, Impairment, Inbox, Outbox, Outcome, Payload, Transfer,
+};
+use orbhash_wire::MacKey;
+
+#[derive(Default)]
+struct Shelf {
+    delivered: BTreeMap<String, Vec<u8>>,
+    announced: Vec<String>,
+    refuse: bool,
+}
+
+impl Consignee for Shelf {
+    fn announced(&mut self, name: &str, _size: u64) {
+        self.announced.push(name.to_string());
+    }
+    fn deliver(&mut self, name: &str, path: &Path) -> Result<(), String> {
+        if self.refuse {
+            return Err("no space left".into());
+        }
+        let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+        self.delivered.insert(name.to_string(), bytes);
+        Ok(())
+    }
+}
+
+fn fast() -> DeliveryConfig {
+    DeliveryConfig {
+        ack_interval: Duration::from_millis(20),
+        nak_interval: Duration::from_millis(20),
+        inactivity: Duration::from_millis(400),
+        ..DeliveryConfig::default()
+    }
+}
+
+/// Runs transfers of `files` until each is delivered (or `rounds` run out); returns outcomes.
+fn exchange(
+    files: &[(String, Vec<u8>)],
+    outbox: &mut Outbox,
+    inbox: &mut Inbox<Shelf>,
+    down: &mut Channel,
+    up: &mut Channel,
+    dir: &Path,
+    rounds: usize,
+) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    let mut pending: Vec<Transfer> = files
+        .iter()
+        .map(|(name, bytes)| {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).expect("writes");
+            Transfer {
+                name: name.clone(),
+                path,
+                payload: Payload::Records,
+            }
+        })
+        .collect();
+    pending.reverse();
+    let (mut to_ground, mut to_board): (Vec<Vec<u8>>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        if outbox.active().is_none() {
+            match pending.pop() {
+                Some(next) => outbox.start(next).expect("starts"),
+                None => break,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        let tick = Duration::from_millis(2);
+        let (frames, outcome) = outbox.step(&std::mem::take(&mut to_board), tick);
+        to_ground.extend(frames.iter().flat_map(|f| down.carry(f)));
+        let answers = inbox.step(&std::mem::take(&mut to_ground), tick);
+        to_board.extend(answers.iter().flat_map(|f| up.carry(f)));
+        if let Some(outcome) = outcome {
+            if let Outcome::Restarted(transfer, _) | Outcome::Refused(transfer, _) = &outcome {
+                pending.push(transfer.clone());
+            }
+            outcomes.push(outcome);
+        }
+    }
+    outcomes
+}
+
+fn payload(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect()
+}
+
+#[test]
+fn files_arrive_whole_over_a_damaged_channel_in_both_directions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = MacKey::new([3; 32]);
+    let shelf = Rc::new(RefCell::new(Shelf::default()));
+    let mut outbox =
+        Outbox::open(&dir.path().join("board"), Some(key.clone()), fast()).expect("opens");
+    let mut inbox = Inbox::open(
+        &dir.path().join("ground"),
+        Rc::clone(&shelf),
+        Some(key),
+        fast(),
+    )
+    .expect("opens");
+    let damage = |seed| Impairment {
+        loss: 0.1,
+        corrupt: 0.05,
+        duplicate: 0.05,
+        latency: Duration::ZERO,
+        seed,
+    };
+    let (mut down, mut up) = (Channel::new(damage(1)), Channel::new(damage(2)));
+    let files: Vec<(String, Vec<u8>)> = (0..6u8)
+        .map(|n| {
+            (
+                format!("records-{n}.bin"),
+                payload(n, 3000 + 997 * usize::from(n)),
+            )
+        })
+        .collect();
+    let outcomes = exchange(
+        &files,
+        &mut outbox,
+        &mut inbox,
+        &mut down,
+        &mut up,
+        dir.path(),
+        20_000,
+    );
+    let delivered: Vec<&String> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Delivered(t) => Some(&t.name),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered.len(), files.len(), "{outcomes:?}");
+    let shelf = shelf.borrow();
+    for (name, bytes) in &files {
+        assert_eq!(shelf.delivered.get(name), Some(bytes), "{name}");
+    }
+    assert!(down.stats.lost > 0 && down.stats.corrupted > 0 && up.stats.lost > 0);
+    let account = outbox.account;
+    assert_eq!(
+        account.record_bytes,
+        files.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
+    );
+    assert!(account.retransmitted_bytes > 0, "{account:?}");
+    assert!(account.round_trips >= files.len() as u64, "{account:?}");
+}
+
+#[test]
+fn a_ground_that_cannot_commit_is_never_counted_as_delivered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shelf = Rc::new(RefCell::new(Shelf {
+        refuse: true,
+        ..Shelf::default()
+    }));
+    let mut outbox = Outbox::open(&dir.path().join("board"), None, fast()).expect("opens");
+    let mut inbox =
+        Inbox::open(&dir.path().join("ground"), Rc::clone(&shelf), None, fast()).expect("opens");
+    let (mut down, mut up) = (
+        Channel::new(Impairment::NONE),
+        Channel::new(Impairment::NONE),
+    );
+    let files = vec![("records-1.bin".to_string(), payload(1, 5000))];
+    let outcomes = exchange(
+        &files,
+        &mut outbox,
+        &mut inbox,
+        &mut down,
+        &mut up,
+        dir.path(),
+        300,
+    );
+    assert!(!outcomes.is_empty());
+    assert!(
+        outcomes.iter().all(|o| matches!(o, Outcome::Refused(..))),
+        "{outcomes:?}"
+    );
+    assert!(shelf.borrow().delivered.is_empty());
+    assert!(!inbox.take_refusals().is_empty());
+    // Space freed: the next attempt is delivered.
+    shelf.borrow_mut().refuse = false;
+    let outcomes = exchange(
+        &files,
+        &mut outbox,
+        &mut inbox,
+        &mut down,
+        &mut up,
+        dir.path(),
+        300,
+    );
+    assert!(
+        matches!(outcomes.first(), Some(Outcome::Delivered(_))),
+        "{outcomes:?}"
+    );
+    assert_eq!(shelf.borrow().delivered.len(), 1);
+}
+
+#[test]
+fn a_forged_or_unsafe_name_is_refused_by_the_ground() {
+    assert_eq!(Payload::of_name("records-1.bin"), Some(Payload::Records));
+    assert_eq!(
+        Payload::of_name("tile-0000abcd-00000003.tif"),
+        Some(Payload::Tile)
+    );
+    for bad in [
+        "../records-1.bin",
+        "/etc/passwd",
+        ".records-1.bin",
+        "records-1.exe",
+        "x",
+    ] {
+        assert_eq!(Payload::of_name(bad), None, "{bad}");
+    }
+}
