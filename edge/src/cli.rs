@@ -5,13 +5,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::bench::{bench, profile, profile_table, table, BenchOptions, ProfileOptions};
+use crate::contact::ContactOptions;
 use crate::link::{LinkTarget, Simulation};
-use crate::run::{run as run_pipeline, RunOptions, RunSummary};
+use crate::run::{run as run_pipeline, Downlink, RunOptions, RunSummary};
 use crate::screen::{ScreeningOptions, DEFAULT_MIN_CONFIDENCE, LOG_FILE};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use orbhash_cli::parse_duration;
 use orbhash_contract::card::{CalibrationMethod, ModelCard, CARD_FORMAT};
 use orbhash_infer::{Hasher, OnnxModel};
+use orbhash_link::{ContactPlan, DeliveryConfig, Endpoint, Impairment, LinkOptions};
 use orbhash_wire::MacKey;
 use orbhash_wire::RetentionPolicy;
 
@@ -115,9 +118,39 @@ struct RunArgs {
     /// A directory of tile images, or one scene image to cut on the model's tile grid.
     #[arg(long)]
     tiles: PathBuf,
-    /// file:PATH, tcp:HOST:PORT, serial:DEVICE or stdout.
-    #[arg(long)]
-    downlink: LinkTarget,
+    /// A one-way downlink: file:PATH, tcp:HOST:PORT, serial:DEVICE or stdout. A frame is done
+    /// once written.
+    #[arg(long, required_unless_present = "link", conflicts_with = "link")]
+    downlink: Option<LinkTarget>,
+    /// A two-way link to the ground station: tcp:HOST:PORT, listen:HOST:PORT, pipe:OUT,IN or
+    /// serial:DEVICE. Records and tasked tiles go down with acknowledged delivery (CFDP class 2:
+    /// a frame is done only once the ground has committed it); telecommands come up.
+    #[arg(long, value_name = "ENDPOINT")]
+    link: Option<Endpoint>,
+    /// Two-way link: queued frame bytes per records transfer.
+    #[arg(long, default_value_t = 16 * 1024, requires = "link")]
+    bundle_bytes: u64,
+    /// Two-way link: once everything is delivered, keep listening for telecommands until the
+    /// link has been quiet this long (e.g. 5s).
+    #[arg(long, value_parser = parse_duration, default_value = "0s", requires = "link")]
+    linger: Duration,
+    /// Two-way link: after the last tile is hashed, give up when the ground has not been heard
+    /// for this long; what is left stays queued for the next run.
+    #[arg(long, value_parser = parse_duration, default_value = "60s", requires = "link")]
+    quiet_limit: Duration,
+    /// Two-way link: how long to wait for an acknowledgement or asked-for data before asking or
+    /// sending again.
+    #[arg(long, value_parser = parse_duration, default_value = "500ms", requires = "link")]
+    ack_timer: Duration,
+    /// Two-way link: contact time without an answer after which a transfer starts over.
+    #[arg(long, value_parser = parse_duration, default_value = "5s", requires = "link")]
+    inactivity: Duration,
+    /// Simulated two-way link: probability that a frame arrives twice.
+    #[arg(long, default_value_t = 0.0, requires = "link")]
+    duplicate: f64,
+    /// Simulated two-way link: one-way delay of every frame (e.g. 20ms).
+    #[arg(long, value_parser = parse_duration, default_value = "0s", requires = "link")]
+    latency: Duration,
     /// The store-and-forward queue directory.
     #[arg(long, default_value = "edge-queue")]
     queue: PathBuf,
@@ -198,26 +231,6 @@ fn parse_probability(text: &str) -> Result<f32, String> {
             "{text:?}: give a probability from 0 to 1, e.g. 0.7"
         )),
     }
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map(|at| text.split_at(at))
-        .ok_or_else(|| format!("{text:?}: give a unit, e.g. 2s or 500ms"))?;
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: not a duration"))?;
-    let seconds = match unit {
-        "ms" => value / 1e3,
-        "s" => value,
-        "min" => value * 60.0,
-        _ => return Err(format!("{text:?}: units are ms, s, min")),
-    };
-    if !(0.0..1e9).contains(&seconds) {
-        return Err(format!("{text:?}: out of range"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// What screening did, for people: "dropped 312 of 945 tiles labelled cloud (33 %) at confidence
@@ -385,19 +398,61 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => {
-            let simulation = args.link_up.map(|up| Simulation {
-                up,
-                down: args.link_down,
-                corrupt: args.corrupt,
-                drop: args.drop,
-                seed: args.seed,
-            });
             let key = args.key.as_deref().map(parse_key).transpose()?;
+            let scene_store = args.scene_store.map(|dir| {
+                (
+                    dir,
+                    RetentionPolicy {
+                        capacity_bytes: args.store_capacity,
+                        max_age_s: args.store_max_age,
+                    },
+                )
+            });
+            let downlink = match (args.link, args.downlink) {
+                (Some(endpoint), _) => Downlink::TwoWay(ContactOptions {
+                    link: LinkOptions {
+                        endpoint,
+                        impairment: Impairment {
+                            loss: args.drop,
+                            corrupt: args.corrupt,
+                            duplicate: args.duplicate,
+                            latency: args.latency,
+                            seed: args.seed,
+                        },
+                        contact: args.link_up.map(|up| ContactPlan {
+                            up,
+                            down: args.link_down,
+                        }),
+                    },
+                    key: key.clone(),
+                    delivery: DeliveryConfig {
+                        ack_interval: args.ack_timer,
+                        nak_interval: args.ack_timer,
+                        inactivity: args.inactivity,
+                        ..DeliveryConfig::default()
+                    },
+                    bundle_bytes: args.bundle_bytes,
+                    linger: args.linger,
+                    quiet_limit: args.quiet_limit,
+                    scene_store: scene_store.clone(),
+                }),
+                (None, Some(target)) => Downlink::OneWay {
+                    target,
+                    simulation: args.link_up.map(|up| Simulation {
+                        up,
+                        down: args.link_down,
+                        corrupt: args.corrupt,
+                        drop: args.drop,
+                        seed: args.seed,
+                    }),
+                },
+                (None, None) => anyhow::bail!("give --downlink (one-way) or --link (two-way)"),
+            };
             orbhash_infer::threads::use_threads(args.threads)?;
             let options = RunOptions {
                 model: args.model,
                 tiles: args.tiles,
-                downlink: args.downlink,
+                downlink,
                 queue: args.queue,
                 queue_max_bytes: args.queue_max_bytes,
                 batch: args.batch,
@@ -405,7 +460,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 label_set: args.label_set,
                 key,
                 max_records_per_packet: args.records_per_packet,
-                simulation,
                 capture_time_ms: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64),
@@ -415,15 +469,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     drop_labels: args.drop_labels,
                     min_confidence: args.min_confidence,
                 },
-                scene_store: args.scene_store.map(|dir| {
-                    (
-                        dir,
-                        RetentionPolicy {
-                            capacity_bytes: args.store_capacity,
-                            max_age_s: args.store_max_age,
-                        },
-                    )
-                }),
+                scene_store,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

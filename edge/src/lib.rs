@@ -11,9 +11,11 @@
 
 pub mod bench;
 pub mod cli;
+pub mod contact;
 pub mod link;
 pub mod queue;
 pub mod run;
 pub mod screen;
 pub mod source;
 pub mod store;
+pub mod tasking;

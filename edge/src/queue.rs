@@ -1,7 +1,8 @@
 //! The store-and-forward queue: downlink frames wait on disk until the link takes them.
 //!
 //! On orbit the link is up only during ground passes, so every frame is first made durable here
-//! and leaves the queue only after it has been written to the link. Layout of the queue
+//! and leaves the queue only after it has been written to a one-way link, or, on a two-way link,
+//! only after the ground has acknowledged it (see `crate::contact`). Layout of the queue
 //! directory:
 //!
 //! - `segment-<n>.log`: entries `[u32 LE payload length][u32 LE CRC-32C of payload][payload]`,
@@ -426,21 +427,60 @@ impl Queue {
 
     /// Marks the oldest unsent frame as written to the link.
     pub fn mark_sent(&mut self) -> Result<(), QueueError> {
-        let Some(index) = self.segments.iter().position(|s| !s.entries.is_empty()) else {
-            return Ok(());
-        };
-        let (number, next_offset, len) = {
+        self.mark_sent_many(1)
+    }
+
+    /// The oldest unsent frames, in order, up to `max_bytes` of them (always at least one when
+    /// any is waiting): the contents of one acknowledged transfer.
+    pub fn front_frames(&self, max_bytes: u64) -> Result<Vec<Vec<u8>>, QueueError> {
+        let mut frames = Vec::new();
+        let mut total = 0u64;
+        for segment in &self.segments {
+            if segment.entries.is_empty() {
+                continue;
+            }
+            let bytes = std::fs::read(&segment.path).map_err(io_error(&segment.path))?;
+            for &(offset, len) in &segment.entries {
+                if !frames.is_empty() && total + u64::from(len) > max_bytes {
+                    return Ok(frames);
+                }
+                let start = (offset + ENTRY_HEADER) as usize;
+                let frame =
+                    bytes
+                        .get(start..start + len as usize)
+                        .ok_or_else(|| QueueError::Corrupt {
+                            path: segment.path.clone(),
+                            reason: format!("entry at {offset} runs past the end"),
+                        })?;
+                frames.push(frame.to_vec());
+                total += u64::from(len);
+            }
+        }
+        Ok(frames)
+    }
+
+    /// Marks the `count` oldest unsent frames as done (written to a one-way link, or
+    /// acknowledged by the ground on a two-way one), with one cursor update.
+    pub fn mark_sent_many(&mut self, count: usize) -> Result<(), QueueError> {
+        let mut cursor = None;
+        for _ in 0..count {
+            let Some(index) = self.segments.iter().position(|s| !s.entries.is_empty()) else {
+                break;
+            };
             let segment = &mut self.segments[index];
             let Some((offset, len)) = segment.entries.pop_front() else {
-                return Ok(());
+                break;
             };
-            (segment.number, offset + ENTRY_HEADER + u64::from(len), len)
+            cursor = Some((segment.number, offset + ENTRY_HEADER + u64::from(len)));
+            self.pending_bytes = self
+                .pending_bytes
+                .saturating_sub(ENTRY_HEADER + u64::from(len));
+            self.stats.frames_sent += 1;
+            self.stats.bytes_sent += u64::from(len);
+        }
+        let Some((number, next_offset)) = cursor else {
+            return Ok(());
         };
-        self.pending_bytes = self
-            .pending_bytes
-            .saturating_sub(ENTRY_HEADER + u64::from(len));
-        self.stats.frames_sent += 1;
-        self.stats.bytes_sent += u64::from(len);
         replace_file(
             &self.dir.join("cursor"),
             format!("{number} {next_offset}\n").as_bytes(),

@@ -27,6 +27,7 @@ use orbhash_wire::{
 use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 
+use crate::contact::{run_contact, ContactError, ContactOptions, ContactSummary};
 use crate::link::{ChannelStats, Link, LinkTarget, Simulation};
 use crate::queue::{Queue, QueueError, QueueStats};
 use crate::screen::{Dropped, Screen, ScreenError, ScreenLog, ScreeningOptions};
@@ -39,7 +40,7 @@ use orbhash_infer::hasher::{Hashed, Hasher, HasherError};
 pub struct RunOptions {
     pub model: PathBuf,
     pub tiles: PathBuf,
-    pub downlink: LinkTarget,
+    pub downlink: Downlink,
     pub queue: PathBuf,
     pub queue_max_bytes: u64,
     pub batch: usize,
@@ -47,7 +48,6 @@ pub struct RunOptions {
     pub label_set: u16,
     pub key: Option<MacKey>,
     pub max_records_per_packet: u16,
-    pub simulation: Option<Simulation>,
     /// Capture time stamped on the records, ms since the Unix epoch.
     pub capture_time_ms: u64,
     /// Print progress lines on stderr.
@@ -58,6 +58,19 @@ pub struct RunOptions {
     pub screening: ScreeningOptions,
     /// Where the hashed scene is kept for tasking, and under which policy; `None` keeps nothing.
     pub scene_store: Option<(PathBuf, RetentionPolicy)>,
+}
+
+/// Where the records go.
+#[derive(Debug, Clone)]
+pub enum Downlink {
+    /// A one-way link: a frame is done once written (the recorder, a simplex radio).
+    OneWay {
+        target: LinkTarget,
+        simulation: Option<Simulation>,
+    },
+    /// A two-way link: a frame is done once the ground acknowledged it (CFDP class 2), and
+    /// telecommands come up (see [`crate::contact`]).
+    TwoWay(ContactOptions),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +85,8 @@ pub enum RunError {
     Screen(#[from] ScreenError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Contact(#[from] ContactError),
     #[error("packetiser: {0}")]
     Packet(String),
     #[error("pipeline stage failed: {0}")]
@@ -95,7 +110,10 @@ pub struct RunSummary {
     pub problems: Vec<(String, String)>,
     pub records_queued: u64,
     pub queue: QueueStats,
+    /// What the simulated one-way channel did (zero on a two-way link: see `link`).
     pub channel: ChannelStats,
+    /// The two-way link: per-pass accounting, telecommands, tiles sent; `None` on a one-way link.
+    pub link: Option<ContactSummary>,
     pub frames_left_in_queue: usize,
     /// Raw bytes of the hashed tiles (samples as 16-bit values) vs the bytes written to the link.
     pub raw_tile_bytes: u64,
@@ -196,6 +214,34 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
     let (queue, recovery) = Queue::open(&options.queue, options.queue_max_bytes)?;
     let queue = Arc::new(Mutex::new(queue));
     let scene_id = source.scene_id();
+    // Kept before hashing: a tile request may come up while the scene is still being hashed.
+    let scene_store = match &options.scene_store {
+        Some((root, policy)) => {
+            let mut store = SceneStore::open(root, *policy)?;
+            let evictions = store.keep(scene_id, &options.tiles, std::time::SystemTime::now())?;
+            for eviction in &evictions {
+                eprintln!(
+                    "orbhash-edge: scene store: evicted scene {:08x} ({} bytes, {})",
+                    eviction.scene_id,
+                    eviction.bytes,
+                    match eviction.cause {
+                        EvictionCause::Capacity => "over capacity",
+                        EvictionCause::Age => "past its age",
+                    }
+                );
+            }
+            let scenes_kept = store.scenes()?;
+            Some(StoreSummary {
+                policy_capacity_bytes: policy.capacity_bytes,
+                policy_max_age_s: policy.max_age_s,
+                evictions,
+                bytes_kept: scenes_kept.iter().map(|scene| scene.bytes).sum(),
+                scenes_kept,
+            })
+        }
+        None => None,
+    };
+
     // Earlier drops of this scene that the current screening agrees with, unless a run without
     // it has since queued the tile's record.
     let (mut screen_log, already_dropped) = match &screen {
@@ -421,14 +467,30 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
         })
     };
 
-    // Sender: frames leave the queue only once the link has taken them.
-    let sender = {
+    // Sender: frames leave the queue only once the link has taken them (one-way) or the ground
+    // has acknowledged them (two-way).
+    let (target, simulation) = match &options.downlink {
+        Downlink::OneWay { target, simulation } => (Some(target.clone()), *simulation),
+        Downlink::TwoWay(_) => (None, None),
+    };
+    let contact = match &options.downlink {
+        Downlink::TwoWay(contact) => {
+            let (queue, producing, card) =
+                (Arc::clone(&queue), Arc::clone(&producing), card.clone());
+            let (contact, queue_dir) = (contact.clone(), options.queue.clone());
+            Some(tokio::task::spawn_blocking(move || {
+                run_contact(&contact, &queue, &queue_dir, &card, &producing)
+            }))
+        }
+        Downlink::OneWay { .. } => None,
+    };
+    let sender = target.map(|target| {
         let (queue, queued, producing) = (
             Arc::clone(&queue),
             Arc::clone(&queued),
             Arc::clone(&producing),
         );
-        let mut link = Link::new(options.downlink.clone(), options.simulation);
+        let mut link = Link::new(target, simulation);
         tokio::spawn(async move {
             let mut failures = 0u32;
             loop {
@@ -475,7 +537,7 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
             }
             Ok::<ChannelStats, String>(link.channel)
         })
-    };
+    });
 
     let ticker = options.progress.then(|| {
         let (counters, queue) = (Arc::clone(&counters), Arc::clone(&queue));
@@ -506,7 +568,14 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
     reader.await.map_err(stage)?;
     let inference_result = inference.await.map_err(stage)?;
     let packetiser_result = packetiser.await.map_err(stage)?;
-    let channel = sender.await.map_err(stage)?.map_err(RunError::Stage)?;
+    let channel = match sender {
+        Some(sender) => sender.await.map_err(stage)?.map_err(RunError::Stage)?,
+        None => ChannelStats::default(),
+    };
+    let link = match contact {
+        Some(contact) => Some(contact.await.map_err(stage)??),
+        None => None,
+    };
     if let Some(ticker) = ticker {
         ticker.abort();
     }
@@ -556,32 +625,6 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
                 .saturating_sub(screened.frame_bytes),
         }
     });
-    let scene_store = match &options.scene_store {
-        Some((root, policy)) => {
-            let mut store = SceneStore::open(root, *policy)?;
-            let evictions = store.keep(scene_id, &options.tiles, std::time::SystemTime::now())?;
-            for eviction in &evictions {
-                eprintln!(
-                    "orbhash-edge: scene store: evicted scene {:08x} ({} bytes, {})",
-                    eviction.scene_id,
-                    eviction.bytes,
-                    match eviction.cause {
-                        EvictionCause::Capacity => "over capacity",
-                        EvictionCause::Age => "past its age",
-                    }
-                );
-            }
-            let scenes_kept = store.scenes()?;
-            Some(StoreSummary {
-                policy_capacity_bytes: policy.capacity_bytes,
-                policy_max_age_s: policy.max_age_s,
-                evictions,
-                bytes_kept: scenes_kept.iter().map(|scene| scene.bytes).sum(),
-                scenes_kept,
-            })
-        }
-        None => None,
-    };
     Ok(RunSummary {
         model_id: card.model_id.to_string(),
         epoch: recovery.epoch,
@@ -595,6 +638,7 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
         records_queued: counters.records.load(Ordering::Relaxed),
         queue: queue_stats,
         channel,
+        link,
         frames_left_in_queue: left,
         raw_tile_bytes: counters.raw_bytes.load(Ordering::Relaxed),
         downlinked_bytes: queue_stats.bytes_sent,

@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use orbhash_contract::card::{BandMatch, BandMismatch, ModelCard, TileSpec};
-use orbhash_contract::raster::{read_image, RasterError, RawImage};
+use orbhash_contract::raster::{read_image, GeoTransform, Georeference, RasterError, RawImage};
 use orbhash_wire::{scene_id_of, MapCoordinates, TileGrid};
 
 use orbhash_cli::error_chain;
@@ -277,7 +277,19 @@ impl TileSource {
                         height: tile.size,
                         bands: image.bands,
                         samples,
-                        georeference: None,
+                        // The tile's own grid: the scene's, moved to the tile's corner.
+                        georeference: image.georeference.as_ref().map(|scene| {
+                            let (origin_x, origin_y) =
+                                scene.geo.pixel_to_map(f64::from(col_px), f64::from(row_px));
+                            Georeference {
+                                geo: GeoTransform {
+                                    origin_x,
+                                    origin_y,
+                                    ..scene.geo
+                                },
+                                crs: scene.crs.clone(),
+                            }
+                        }),
                         band_names: image.band_names.clone(),
                     },
                 })

@@ -7,7 +7,9 @@
 //! then renamed, so a crash leaves either the whole entry or a partial one that the next open
 //! removes; its age is the modification time the store sets when it completes the entry.
 //! Eviction takes the oldest entries first until the policy holds; every eviction is returned to
-//! the caller to report.
+//! the caller to report. A policy set by the ground (`set-retention`) is kept in `policy`
+//! (`<capacity bytes> <max age s>`, replaced atomically) and outranks the command line's from then
+//! on: the last word on the policy is the operators'.
 
 use std::fs;
 use std::io;
@@ -19,6 +21,7 @@ use serde::Serialize;
 
 const PREFIX: &str = "scene-";
 const PARTIAL: &str = ".partial";
+const POLICY_FILE: &str = "policy";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -78,7 +81,8 @@ pub struct SceneStore {
 }
 
 impl SceneStore {
-    /// Opens (creating) the store at `root`, removing entries a crash left half-written.
+    /// Opens (creating) the store at `root`, removing entries a crash left half-written. `policy`
+    /// applies unless the ground has set one.
     pub fn open(root: &Path, policy: RetentionPolicy) -> Result<Self, StoreError> {
         fs::create_dir_all(root).map_err(io_error(root))?;
         for entry in fs::read_dir(root).map_err(io_error(root))? {
@@ -91,6 +95,29 @@ impl SceneStore {
                 remove(&path)?;
             }
         }
+        let policy_path = root.join(POLICY_FILE);
+        let policy = match fs::read_to_string(&policy_path) {
+            Ok(text) => {
+                let mut fields = text.split_whitespace().map(str::parse::<u64>);
+                match (fields.next(), fields.next()) {
+                    (Some(Ok(capacity_bytes)), Some(Ok(max_age_s))) => RetentionPolicy {
+                        capacity_bytes,
+                        max_age_s: u32::try_from(max_age_s).unwrap_or(u32::MAX),
+                    },
+                    _ => {
+                        return Err(StoreError::Io {
+                            path: policy_path,
+                            source: io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!("{text:?} is not `<capacity bytes> <max age s>`"),
+                            ),
+                        })
+                    }
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => policy,
+            Err(error) => return Err(io_error(&policy_path)(error)),
+        };
         Ok(Self {
             root: root.to_path_buf(),
             policy,
@@ -175,6 +202,16 @@ impl SceneStore {
         policy: RetentionPolicy,
         now: SystemTime,
     ) -> Result<Vec<Eviction>, StoreError> {
+        let path = self.root.join(POLICY_FILE);
+        let partial = self.root.join(format!("{POLICY_FILE}{PARTIAL}"));
+        fs::write(
+            &partial,
+            format!("{} {}\n", policy.capacity_bytes, policy.max_age_s),
+        )
+        .and_then(|()| fs::File::open(&partial)?.sync_all())
+        .and_then(|()| fs::rename(&partial, &path))
+        .map_err(io_error(&path))?;
+        sync_dir(&self.root)?;
         self.policy = policy;
         self.enforce(now)
     }

@@ -403,7 +403,7 @@ fn multiband_tiff_round_trips() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("patch.tif");
     let data: Vec<u16> = (0..3 * 2 * 4).map(|v| v * 1000).collect();
-    write_u16_tiff(&path, 3, 2, 4, &data, None).expect("writes");
+    write_u16_tiff(&path, 3, 2, 4, &data, None, None).expect("writes");
     let image = read_image(&path).expect("reads");
     assert_eq!((image.width, image.height, image.bands), (3, 2, 4));
     assert_eq!(
@@ -427,7 +427,7 @@ fn a_scene_geotiff_keeps_its_grid_and_crs() {
         crs: "EPSG:32633".into(),
     };
     let data: Vec<u16> = (0..4 * 4 * 2).collect();
-    write_u16_tiff(&path, 4, 4, 2, &data, Some(&georeference)).expect("writes");
+    write_u16_tiff(&path, 4, 4, 2, &data, Some(&georeference), None).expect("writes");
     let image = read_image(&path).expect("reads");
     assert_eq!(image.georeference, Some(georeference));
     assert_eq!(image.window(2, 2, 1, 1), Some(vec![20.0, 21.0]));

@@ -55,6 +55,7 @@ pub use code::{
 pub use command::{
     decode_command, encode_command, Command, CommandEncodeError, CommandError, CommandGate,
     CommandHeader, CommandStats, RetentionPolicy, StreamPosition, TileList, TileRef,
+    MAX_COMMAND_LEN, MAX_TILES_PER_REQUEST,
 };
 pub use decoder::{
     Continuity, Decoder, DecoderStats, Event, FrameError, PassStats, Rejection, SequenceError,

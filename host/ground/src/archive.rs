@@ -59,7 +59,7 @@ use serde::{Deserialize, Serialize};
 use crate::{now_ms, GroundError, Result};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Schema migrations: entry `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -146,6 +146,36 @@ INSERT INTO models_v2 (id, model_id, code_bits, label_set, card_json, first_seen
     FROM models;
 DROP TABLE models;
 ALTER TABLE models_v2 RENAME TO models;
+"#,
+    // Version 3. Tasking (see `crate::tasks`): the tiles operators asked for and what became of
+    // them; the uplink's command stream position; what each pass of a two-way link carried.
+    r#"
+CREATE TABLE tasks (
+    id INTEGER PRIMARY KEY,
+    request INTEGER NOT NULL,           -- the request id the telecommand carries
+    scene_id INTEGER NOT NULL,
+    tile_id INTEGER NOT NULL,
+    status TEXT NOT NULL,               -- requested | sent | received | absent | cancelled
+    requested_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    uplinked INTEGER NOT NULL DEFAULT 0, -- telecommands that carried it
+    file TEXT,                          -- under tiles/, once received
+    bytes INTEGER,
+    answer TEXT                         -- the board's words when it could not send the tile
+);
+CREATE INDEX tasks_by_tile ON tasks (scene_id, tile_id);
+CREATE TABLE uplink (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch INTEGER NOT NULL,
+    counter INTEGER NOT NULL            -- the last counter used
+);
+CREATE TABLE link_passes (
+    pass INTEGER NOT NULL,              -- the contact window's number
+    run_ms INTEGER NOT NULL,            -- when the `contact` process that counted it started
+    updated_ms INTEGER NOT NULL,
+    account_json TEXT NOT NULL,         -- that process's PassAccount, as of the last update
+    PRIMARY KEY (pass, run_ms)
+);
 "#,
 ];
 
@@ -385,6 +415,16 @@ impl Archive {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The connection, for the modules that keep their own tables in the archive (`tasks`).
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The archive database's path, for errors.
+    pub(crate) fn db_path(&self) -> &Path {
+        &self.db_path
     }
 
     /// Maps an SQLite error to one naming this archive (owns its path, so `self` stays free).

@@ -9,8 +9,10 @@ use orbhash_cli::{Align, Table};
 use orbhash_contract::card::ModelCard;
 
 use crate::archive::{Archive, ArchiveStats, SessionReport};
+use crate::contact::{run_contact, ContactOptions};
 use crate::ingest::{ingest_files, listen, read_key_file, IngestOptions, ListenOptions};
 use crate::search::{run_query, Method, Query, QueryResult, QuerySpec, SearchSpec};
+use crate::tasks::export_tiles;
 use crate::{parse_model_id, GroundError};
 
 /// The ground station: ingest downlinked records into the archive and search it by Hamming
@@ -38,6 +40,117 @@ pub enum GroundCommand {
     /// Benchmark search (scan, multi-index hashing, optionally FAISS) and ingest on generated,
     /// clustered codes; prints a table.
     Bench(super::bench::BenchArgs),
+    /// Hold a two-way link with the board: receive its records and tasked tiles with
+    /// acknowledged delivery (CFDP class 2; a file is acknowledged only once committed), and
+    /// send the open tile requests up as telecommands.
+    Contact(ContactArgs),
+    /// Ask the board for full tiles: archived tiles by id, or the hits of a query. They go up at
+    /// the next contact; `tiles` shows what became of them.
+    Task(TaskArgs),
+    /// The tasked tiles and their status (requested, sent, received, no longer on board,
+    /// cancelled); --export copies the received GeoTIFFs out.
+    Tiles(TilesArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
+Examples:
+  orbhash-ground contact --archive A --link listen:127.0.0.1:5700 --key-file mission.key
+  orbhash-ground contact --archive A --link pipe:up.bin,down.bin --until-idle 10s
+  orbhash-ground contact --archive A --link listen:127.0.0.1:5700 --link-up 3s --link-down 1s \\
+      --drop 0.05 --corrupt 0.01 --duplicate 0.01 --seed 2      (a simulated uplink)
+
+The board connects with `orbhash-edge run --link tcp:HOST:PORT` (or the matching pipe pair).
+Contact windows follow the wall clock on both sides, so give both the same --link-up/--link-down.")]
+pub struct ContactArgs {
+    #[command(flatten)]
+    pub archive: ArchiveArg,
+    /// listen:HOST:PORT (loopback by default), tcp:HOST:PORT, pipe:OUT,IN or serial:DEVICE.
+    #[arg(long, value_name = "ENDPOINT", default_value = "listen:127.0.0.1:5700")]
+    pub link: orbhash_link::Endpoint,
+    /// Mission key file (64 hex digits): packets and PDUs must carry its MAC, and telecommands
+    /// are signed with it. Without it no telecommand can be sent.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// End once nothing has been heard for this long (default: run until stopped).
+    #[arg(long, value_parser = orbhash_cli::parse_duration)]
+    pub until_idle: Option<Duration>,
+    /// How often open tile requests go up again during contact.
+    #[arg(long, value_parser = orbhash_cli::parse_duration, default_value = "1s")]
+    pub command_interval: Duration,
+    /// The board's APID, which telecommands address.
+    #[arg(long, default_value_t = 0x42)]
+    pub apid: u16,
+    /// This ground station's PUS source id.
+    #[arg(long, default_value_t = 1)]
+    pub source: u16,
+    /// How long to wait for an acknowledgement or asked-for data before asking again.
+    #[arg(long, value_parser = orbhash_cli::parse_duration, default_value = "500ms")]
+    pub ack_timer: Duration,
+    /// Contact time without a PDU after which a transfer in progress is dropped.
+    #[arg(long, value_parser = orbhash_cli::parse_duration, default_value = "5s")]
+    pub inactivity: Duration,
+    /// Simulated link: time up in each contact window (windows follow the wall clock).
+    #[arg(long, value_parser = orbhash_cli::parse_duration)]
+    pub link_up: Option<Duration>,
+    /// Simulated link: time down between windows.
+    #[arg(long, value_parser = orbhash_cli::parse_duration, default_value = "0s")]
+    pub link_down: Duration,
+    /// Simulated uplink: probability that a frame is lost.
+    #[arg(long, default_value_t = 0.0)]
+    pub drop: f64,
+    /// Simulated uplink: probability that a frame arrives with a bit flipped.
+    #[arg(long, default_value_t = 0.0)]
+    pub corrupt: f64,
+    /// Simulated uplink: probability that a frame arrives twice.
+    #[arg(long, default_value_t = 0.0)]
+    pub duplicate: f64,
+    /// Simulated uplink: one-way delay of every frame.
+    #[arg(long, value_parser = orbhash_cli::parse_duration, default_value = "0s")]
+    pub latency: Duration,
+    /// Seed of the simulated uplink.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print the contact's summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
+Examples:
+  orbhash-ground task --archive A --tile 1234567:17 --tile 1234567:18
+  orbhash-ground task --archive A --from-query --image forest.tif --onnx model.onnx -k 1
+  orbhash-ground task --archive A --cancel 3")]
+pub struct TaskArgs {
+    #[command(flatten)]
+    pub archive: ArchiveArg,
+    /// An archived tile, SCENE:TILE (as `query` prints them); repeat for several.
+    #[arg(long = "tile", value_name = "SCENE:TILE")]
+    pub tiles: Vec<String>,
+    /// Task the hits of a query: everything after this flag is `query`'s arguments (the archive
+    /// is this one).
+    #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "QUERY ARGS",
+          conflicts_with = "tiles")]
+    pub from_query: Vec<String>,
+    /// Cancel what is left of this request instead.
+    #[arg(long, value_name = "REQUEST", conflicts_with_all = ["tiles", "from_query"])]
+    pub cancel: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct TilesArgs {
+    #[command(flatten)]
+    pub archive: ArchiveArg,
+    /// Copy the received GeoTIFFs into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub export: Option<PathBuf>,
+    /// Only this request's tiles.
+    #[arg(long)]
+    pub request: Option<u32>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -181,7 +294,204 @@ pub fn run(args: GroundArgs) -> anyhow::Result<()> {
             Ok(())
         }
         GroundCommand::Bench(args) => super::bench::run(&args),
+        GroundCommand::Contact(args) => contact(&args),
+        GroundCommand::Task(args) => task(&args),
+        GroundCommand::Tiles(args) => tiles(&args),
     }
+}
+
+fn contact(args: &ContactArgs) -> anyhow::Result<()> {
+    let key = args.key_file.as_deref().map(read_key_file).transpose()?;
+    if key.is_none() {
+        eprintln!("orbhash ground: no --key-file: packets are not authenticated and no telecommand can be sent");
+    }
+    let options = ContactOptions {
+        link: orbhash_link::LinkOptions {
+            endpoint: args.link.clone(),
+            impairment: orbhash_link::Impairment {
+                loss: args.drop,
+                corrupt: args.corrupt,
+                duplicate: args.duplicate,
+                latency: args.latency,
+                seed: args.seed,
+            },
+            contact: args.link_up.map(|up| orbhash_link::ContactPlan {
+                up,
+                down: args.link_down,
+            }),
+        },
+        key,
+        delivery: orbhash_link::DeliveryConfig {
+            ack_interval: args.ack_timer,
+            nak_interval: args.ack_timer,
+            inactivity: args.inactivity,
+            ..orbhash_link::DeliveryConfig::default()
+        },
+        until_idle: args.until_idle,
+        command_interval: args.command_interval,
+        apid: args.apid,
+        source: args.source,
+    };
+    eprintln!("orbhash ground: contact on {}", args.link);
+    let summary = run_contact(&args.archive.archive, &options)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    println!(
+        "contact: {} records stored from {} files; tiles received {}, no longer on board {}; \
+         {} telecommands sent; {} files not acknowledged (could not be kept)",
+        summary.records_stored,
+        summary.records_files,
+        summary.tiles_received.len(),
+        summary.tiles_absent.len(),
+        summary.telecommands_sent,
+        summary.refusals.len()
+    );
+    print!("{}", pass_table(&summary.passes));
+    Ok(())
+}
+
+/// The per-pass accounting of a two-way link, as the ground counted it.
+fn pass_table(passes: &[orbhash_link::PassAccount]) -> Table {
+    let mut table = Table::new([
+        "pass",
+        "bytes down",
+        "frames down",
+        "bytes up",
+        "round trips",
+        "files done",
+        "refused",
+        "dropped",
+        "up lost",
+        "up damaged",
+    ])
+    .align(&[Align::Right]);
+    for pass in passes {
+        let a = &pass.account;
+        table.row([
+            pass.pass.to_string(),
+            a.bytes_received.to_string(),
+            a.frames_received.to_string(),
+            a.bytes_sent().to_string(),
+            a.round_trips.to_string(),
+            a.transactions_completed.to_string(),
+            a.transactions_refused.to_string(),
+            a.frames_rejected.to_string(),
+            pass.channel.lost.to_string(),
+            pass.channel.corrupted.to_string(),
+        ]);
+    }
+    table
+}
+
+/// `query`'s command line, for `task --from-query`.
+#[derive(Debug, clap::Parser)]
+struct QueryCommandLine {
+    #[command(flatten)]
+    query: QueryArgs,
+}
+
+fn task(args: &TaskArgs) -> anyhow::Result<()> {
+    let archive = Archive::open(&args.archive.archive)?;
+    if let Some(request) = args.cancel {
+        let cancelled = archive.cancel_request(request)?;
+        println!("request {request}: {cancelled} tiles cancelled");
+        return Ok(());
+    }
+    let mut tiles = Vec::new();
+    for text in &args.tiles {
+        match parse_tile(text)? {
+            QuerySpec::Tile {
+                tile,
+                scene: Some(scene),
+            } => tiles.push(orbhash_wire::TileRef { scene, tile }),
+            _ => anyhow::bail!("{text:?}: give the tile as SCENE:TILE"),
+        }
+    }
+    if !args.from_query.is_empty() {
+        use clap::Parser;
+        let archive_path = args.archive.archive.display().to_string();
+        let line = ["query", "--archive", archive_path.as_str()]
+            .into_iter()
+            .map(str::to_string)
+            .chain(args.from_query.iter().cloned());
+        let parsed = QueryCommandLine::try_parse_from(line)?;
+        let result = run_query_args(&parsed.query)?;
+        for answer in &result.answers {
+            for hit in &answer.matches {
+                tiles.push(orbhash_wire::TileRef {
+                    scene: hit.record.scene_id,
+                    tile: hit.record.tile_id,
+                });
+            }
+        }
+    }
+    if tiles.is_empty() {
+        anyhow::bail!("nothing to task: give --tile SCENE:TILE or --from-query QUERY ARGS");
+    }
+    tiles.dedup();
+    let (request, added) = archive.request_tiles(&tiles)?;
+    println!(
+        "request {request}: {added} tiles queued for the next contact ({} already requested)",
+        tiles.len() - added
+    );
+    for tile in &tiles {
+        println!("  scene {} tile {}", tile.scene, tile.tile);
+    }
+    Ok(())
+}
+
+fn tiles(args: &TilesArgs) -> anyhow::Result<()> {
+    let archive = Archive::open_read_only(&args.archive.archive)?;
+    let tasks: Vec<_> = archive
+        .tasks()?
+        .into_iter()
+        .filter(|t| args.request.is_none_or(|r| r == t.request))
+        .collect();
+    if let Some(dir) = &args.export {
+        let written = export_tiles(&archive, dir, args.request)?;
+        eprintln!(
+            "orbhash ground: {} tiles exported to {}",
+            written.len(),
+            dir.display()
+        );
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&tasks)?);
+        return Ok(());
+    }
+    let mut table = Table::new([
+        "request",
+        "scene",
+        "tile",
+        "status",
+        "bytes",
+        "file / answer",
+    ])
+    .align(&[
+        Align::Right,
+        Align::Right,
+        Align::Right,
+        Align::Left,
+        Align::Right,
+    ]);
+    for task in &tasks {
+        table.row([
+            task.request.to_string(),
+            task.scene_id.to_string(),
+            task.tile_id.to_string(),
+            task.status.describe().to_string(),
+            task.bytes.map_or(String::new(), |b| b.to_string()),
+            task.file
+                .as_ref()
+                .map(|f| f.display().to_string())
+                .or_else(|| task.answer.clone())
+                .unwrap_or_default(),
+        ]);
+    }
+    print!("{table}");
+    Ok(())
 }
 
 /// The card of an exported model (`.onnx`), or a JSON card file read strictly: a file that is not
@@ -295,6 +605,17 @@ fn print_session(report: &SessionReport) {
 }
 
 fn query(args: &QueryArgs) -> anyhow::Result<()> {
+    let result = run_query_args(args)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print_result(&result);
+    }
+    Ok(())
+}
+
+/// Runs the search a `query` command line describes.
+fn run_query_args(args: &QueryArgs) -> anyhow::Result<QueryResult> {
     let mut queries: Vec<QuerySpec> = args.codes.iter().cloned().map(QuerySpec::Hex).collect();
     for text in &args.tiles {
         queries.push(parse_tile(text)?);
@@ -334,13 +655,7 @@ fn query(args: &QueryArgs) -> anyhow::Result<()> {
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
     };
-    let result = run_query(&args.archive.archive, &query)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
-    } else {
-        print_result(&result);
-    }
-    Ok(())
+    Ok(run_query(&args.archive.archive, &query)?)
 }
 
 /// `TILE` or `SCENE:TILE`.
@@ -410,10 +725,40 @@ fn print_result(result: &QueryResult) {
 fn stats(args: &StatsArgs) -> anyhow::Result<()> {
     let archive = Archive::open_read_only(&args.archive.archive)?;
     let stats = archive.stats()?;
+    let link_passes = archive.link_passes()?;
+    let tasks = archive.tasks()?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        #[derive(serde::Serialize)]
+        struct Everything<'a> {
+            #[serde(flatten)]
+            archive: &'a ArchiveStats,
+            link_passes: &'a [orbhash_link::PassAccount],
+            tasks: &'a [crate::tasks::Task],
+        }
+        let everything = Everything {
+            archive: &stats,
+            link_passes: &link_passes,
+            tasks: &tasks,
+        };
+        println!("{}", serde_json::to_string_pretty(&everything)?);
     } else {
         print_stats(&stats);
+        if !link_passes.is_empty() {
+            println!("\ntwo-way link, per pass (as the ground counted it):");
+            print!("{}", pass_table(&link_passes));
+        }
+        if !tasks.is_empty() {
+            let count = |status| tasks.iter().filter(|t| t.status == status).count();
+            use crate::tasks::TaskStatus;
+            println!(
+                "\ntasked tiles: {} requested, {} sent, {} received, {} no longer on board, {} cancelled",
+                count(TaskStatus::Requested),
+                count(TaskStatus::Sent),
+                count(TaskStatus::Received),
+                count(TaskStatus::Absent),
+                count(TaskStatus::Cancelled)
+            );
+        }
     }
     Ok(())
 }

@@ -210,6 +210,11 @@ impl Committer {
         &self.archive
     }
 
+    /// Records this committer has stored (committed) so far.
+    pub fn stored_records(&self) -> u64 {
+        self.note.records_stored
+    }
+
     /// Handles one message; commits when the batch is full or old.
     pub fn handle(&mut self, message: StreamMessage) -> Result<()> {
         match message {

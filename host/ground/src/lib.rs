@@ -12,11 +12,13 @@ pub mod archive;
 pub mod bench;
 pub mod by_image;
 pub mod cli;
+pub mod contact;
 pub mod ingest;
 pub mod kernel;
 pub mod matrix;
 pub mod mih;
 pub mod search;
+pub mod tasks;
 
 use std::path::PathBuf;
 
@@ -136,6 +138,8 @@ pub enum GroundError {
     },
     #[error("search: {0}")]
     Search(String),
+    #[error("link: {0}")]
+    Link(String),
     #[error("peer {peer}: the archive writer stopped")]
     WriterGone { peer: String },
     #[error("the archive writer thread panicked")]

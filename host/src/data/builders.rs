@@ -860,6 +860,7 @@ fn write_dataset(set: &LabelledSet, opts: &BuildOptions) -> Result<Manifest> {
                 set.bands.len(),
                 &pixels,
                 None,
+                None,
             )?;
             let geo: &GeoTransform = &scene.scene.geotransform;
             let (x_min, y_max) = geo.pixel_to_map(c.col as f64, c.row as f64);
@@ -1020,7 +1021,9 @@ fn write_scene(set: &LabelledSet, scene: &LabelledScene, root: &Path) -> Result<
         set.bands.len(),
         &window_u16(scene, 0, 0, width, height),
         Some(&georeference),
+        None,
     )
+    .map_err(DataError::from)
 }
 
 /// The display stretch of each of the set's `rgb_bands`, over the valid pixels of all its

@@ -7,7 +7,7 @@
 //! pixels become NaN.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Cursor};
+use std::io::{BufReader, Cursor};
 use std::path::Path;
 
 use tiff::decoder::{Decoder, DecodingResult};
@@ -15,8 +15,9 @@ use tiff::tags::Tag;
 
 use super::error::{DataError, Result};
 
+use orbhash_contract::raster::read_georeference;
+pub use orbhash_contract::raster::write_u16_tiff;
 pub use orbhash_contract::raster::GeoTransform;
-use orbhash_contract::raster::{read_georeference, Georeference};
 
 /// One band of a scene.
 #[derive(Clone, Debug)]
@@ -238,120 +239,4 @@ fn parse_gml_grid(xml: &str) -> Option<(GeoTransform, String)> {
         },
         crs,
     ))
-}
-
-/// `BlackIsZero` with `N` unsigned 16-bit samples per pixel: how GDAL writes a multispectral
-/// TIFF, readable by GDAL, rasterio and the `tiff` crate (as `Multiband`).
-struct MultiU16<const N: usize>;
-
-impl<const N: usize> tiff::encoder::colortype::ColorType for MultiU16<N> {
-    type Inner = u16;
-    const TIFF_VALUE: tiff::tags::PhotometricInterpretation =
-        tiff::tags::PhotometricInterpretation::BlackIsZero;
-    const BITS_PER_SAMPLE: &'static [u16] = &[16; N];
-    const SAMPLE_FORMAT: &'static [tiff::tags::SampleFormat] = &[tiff::tags::SampleFormat::Uint; N];
-
-    fn horizontal_predict(row: &[u16], result: &mut Vec<u16>) {
-        // Only used with a predictor, which orbhash does not enable: copy through.
-        result.extend_from_slice(row);
-    }
-}
-
-/// GeoTIFF keys of a north-up grid: ModelPixelScale, ModelTiepoint at pixel (0, 0), and a key
-/// directory declaring a projected model, pixel-is-area and the EPSG code.
-fn write_geokeys<W: std::io::Write + std::io::Seek, K: tiff::encoder::TiffKind>(
-    encoder: &mut tiff::encoder::DirectoryEncoder<'_, W, K>,
-    georeference: &Georeference,
-) -> tiff::TiffResult<()> {
-    const GT_MODEL_TYPE: u16 = 1024;
-    const MODEL_TYPE_PROJECTED: u16 = 1;
-    const GT_RASTER_TYPE: u16 = 1025;
-    const RASTER_PIXEL_IS_AREA: u16 = 1;
-    const PROJECTED_CS_TYPE: u16 = 3072;
-    let geo = &georeference.geo;
-    encoder.write_tag(
-        Tag::ModelPixelScaleTag,
-        &[geo.pixel_width, geo.pixel_height, 0.0][..],
-    )?;
-    encoder.write_tag(
-        Tag::ModelTiepointTag,
-        &[0.0, 0.0, 0.0, geo.origin_x, geo.origin_y, 0.0][..],
-    )?;
-    let mut keys = vec![
-        GT_MODEL_TYPE,
-        0,
-        1,
-        MODEL_TYPE_PROJECTED,
-        GT_RASTER_TYPE,
-        0,
-        1,
-        RASTER_PIXEL_IS_AREA,
-    ];
-    if let Some(code) = georeference
-        .crs
-        .strip_prefix("EPSG:")
-        .and_then(|code| code.parse::<u16>().ok())
-    {
-        keys.extend([PROJECTED_CS_TYPE, 0, 1, code]);
-    }
-    // Header: version 1, revision 1.0, then the number of keys.
-    let mut directory = vec![1, 1, 0, (keys.len() / 4) as u16];
-    directory.extend(keys);
-    encoder.write_tag(Tag::GeoKeyDirectoryTag, &directory[..])
-}
-
-/// Writes a `width`×`height` image with `bands` interleaved u16 samples per pixel (band order
-/// as given), deflate-compressed. 1 to 8 bands. With a `georeference` it is a GeoTIFF (pixel is
-/// area; the CRS as an EPSG code when it is one).
-pub fn write_u16_tiff(
-    path: &Path,
-    width: u32,
-    height: u32,
-    bands: usize,
-    interleaved: &[u16],
-    georeference: Option<&Georeference>,
-) -> Result<()> {
-    let file = File::create(path).map_err(|e| DataError::io(path, e))?;
-    let tiff_err = |source| DataError::Tiff {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut encoder = tiff::encoder::TiffEncoder::new(BufWriter::new(file))
-        .map_err(tiff_err)?
-        .with_compression(tiff::encoder::Compression::Deflate(
-            tiff::encoder::DeflateLevel::Balanced,
-        ));
-    macro_rules! write_n {
-        ($n:literal) => {{
-            let mut image = encoder
-                .new_image::<MultiU16<$n>>(width, height)
-                .map_err(tiff_err)?;
-            if $n > 1 {
-                // The samples past the first are neither colour nor alpha: "unspecified" (0)
-                // ExtraSamples, as GDAL writes them. Written as a plain tag because the
-                // encoder's `extra_samples()` would add them on top of the N samples.
-                image
-                    .encoder()
-                    .write_tag(Tag::ExtraSamples, &[0u16; $n - 1][..])
-                    .map_err(tiff_err)?;
-            }
-            if let Some(georeference) = georeference {
-                write_geokeys(image.encoder(), georeference).map_err(tiff_err)?;
-            }
-            image.write_data(interleaved).map_err(tiff_err)
-        }};
-    }
-    match bands {
-        1 => write_n!(1),
-        2 => write_n!(2),
-        3 => write_n!(3),
-        4 => write_n!(4),
-        5 => write_n!(5),
-        6 => write_n!(6),
-        7 => write_n!(7),
-        8 => write_n!(8),
-        n => Err(DataError::InvalidOption(format!(
-            "{n} bands: a patch TIFF holds 1 to 8"
-        ))),
-    }
 }

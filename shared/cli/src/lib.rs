@@ -1,5 +1,6 @@
 //! What `orbhash`, `orbhash-edge` and `orbhash-ground` share on the terminal: [`Table`], the one
-//! way their tables are laid out, and [`error_chain`], the one way an error is written on a line.
+//! way their tables are laid out, [`error_chain`], the one way an error is written on a line, and
+//! [`parse_duration`], the one way a duration is written on the command line.
 //! Machine-readable output is each command's `--json`, never a table.
 //!
 //! A few dozen lines, so no table crate: the board binary has a size budget, and a table crate
@@ -7,6 +8,7 @@
 
 use std::error::Error;
 use std::fmt;
+use std::time::Duration;
 
 /// An error and every source under it on one line, `a: b: c`, exactly as anyhow's `{:#}` prints
 /// what the binaries return: for what is logged rather than returned (per-tile reports, a
@@ -21,6 +23,27 @@ pub fn error_chain(error: &dyn Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// A command-line duration: a number and a unit, `500ms`, `2s`, `1.5min`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map(|at| text.split_at(at))
+        .ok_or_else(|| format!("{text:?}: give a unit, e.g. 2s or 500ms"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: not a duration"))?;
+    let seconds = match unit {
+        "ms" => value / 1e3,
+        "s" => value,
+        "min" => value * 60.0,
+        _ => return Err(format!("{text:?}: units are ms, s, min")),
+    };
+    if !(0.0..1e9).contains(&seconds) {
+        return Err(format!("{text:?}: out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// How a column's cells line up.

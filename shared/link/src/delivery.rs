@@ -52,7 +52,7 @@ use cfdp_spacepackets::cfdp::pdu::WritablePduPacket;
 use cfdp_spacepackets::cfdp::pdu::{FileDirectiveType, PduHeader};
 use cfdp_spacepackets::cfdp::{ChecksumType, ConditionCode, PduType, TransmissionMode};
 use cfdp_spacepackets::util::{UnsignedByteFieldU16, UnsignedEnum};
-use orbhash_wire::{open_pdu_frame, pdu_mac, MacKey};
+use orbhash_wire::{open_pdu_frame, pdu_mac, MacKey, TileRef};
 use serde::{Deserialize, Serialize};
 
 /// The board's CFDP entity id.
@@ -112,6 +112,33 @@ impl Payload {
     }
 }
 
+/// The file name a tile travels and is stored under (the board's naming).
+pub fn tile_file_name(tile: TileRef, absent: bool) -> String {
+    let extension = if absent { "absent" } else { "tif" };
+    format!("tile-{:08x}-{:08x}.{extension}", tile.scene, tile.tile)
+}
+
+/// The tile a file name names, and whether it is the board's "absent" answer.
+pub fn tile_of_file_name(name: &str) -> Option<(TileRef, bool)> {
+    let rest = name.strip_prefix("tile-")?;
+    let (stem, absent) = match (rest.strip_suffix(".tif"), rest.strip_suffix(".absent")) {
+        (Some(stem), _) => (stem, false),
+        (_, Some(stem)) => (stem, true),
+        _ => return None,
+    };
+    let (scene, tile) = stem.split_once('-')?;
+    if scene.len() != 8 || tile.len() != 8 {
+        return None;
+    }
+    Some((
+        TileRef {
+            scene: u32::from_str_radix(scene, 16).ok()?,
+            tile: u32::from_str_radix(tile, 16).ok()?,
+        },
+        absent,
+    ))
+}
+
 /// Names the ground accepts: a plain file name, no path, no hidden files.
 fn name_is_safe(name: &str) -> bool {
     !name.is_empty()
@@ -165,6 +192,25 @@ impl Account {
     /// Every wire byte sent.
     pub fn bytes_sent(&self) -> u64 {
         self.record_bytes + self.tile_bytes + self.retransmitted_bytes + self.overhead_bytes
+    }
+
+    /// What was counted since `earlier`, a copy of the same account taken before.
+    pub fn since(&self, earlier: &Account) -> Account {
+        Account {
+            record_bytes: self.record_bytes - earlier.record_bytes,
+            tile_bytes: self.tile_bytes - earlier.tile_bytes,
+            retransmitted_bytes: self.retransmitted_bytes - earlier.retransmitted_bytes,
+            overhead_bytes: self.overhead_bytes - earlier.overhead_bytes,
+            frames_sent: self.frames_sent - earlier.frames_sent,
+            bytes_received: self.bytes_received - earlier.bytes_received,
+            frames_received: self.frames_received - earlier.frames_received,
+            round_trips: self.round_trips - earlier.round_trips,
+            transactions_started: self.transactions_started - earlier.transactions_started,
+            transactions_completed: self.transactions_completed - earlier.transactions_completed,
+            transactions_refused: self.transactions_refused - earlier.transactions_refused,
+            transactions_restarted: self.transactions_restarted - earlier.transactions_restarted,
+            frames_rejected: self.frames_rejected - earlier.frames_rejected,
+        }
     }
 
     pub fn add(&mut self, other: &Account) {
@@ -700,6 +746,8 @@ struct Receiving {
     checksum: Option<(u32, u64)>,
     /// The commit's answer, once the library declared the file complete.
     verdict: Option<Result<(), String>>,
+    /// The file is committed: a repeated completion (a late duplicate EOF) is not committed again.
+    committed: bool,
 }
 
 struct DestUser<C: Consignee> {
@@ -732,8 +780,9 @@ impl<C: Consignee> CfdpUser for DestUser<C> {
     fn transaction_finished_indication(&mut self, params: &TransactionFinishedParams) {
         // Called just before the library queues its Finished PDU: the commit happens here, and
         // a failed one turns that PDU into an "incomplete" one (see `Inbox::step`).
-        if params.delivery_code == DeliveryCode::Complete {
+        if params.delivery_code == DeliveryCode::Complete && !self.receiving.committed {
             let verdict = self.commit();
+            self.receiving.committed = verdict.is_ok();
             self.receiving.verdict = Some(verdict);
         }
     }
@@ -938,6 +987,35 @@ fn refuse_finished(pdus: &mut [Vec<u8>]) {
         );
         if let Ok(bytes) = refusal.to_vec() {
             *pdu = bytes;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tile_file_names_round_trip_and_others_are_refused() {
+        let tile = TileRef {
+            scene: 0x1234_abcd,
+            tile: 77,
+        };
+        assert_eq!(
+            tile_of_file_name(&tile_file_name(tile, false)),
+            Some((tile, false))
+        );
+        assert_eq!(
+            tile_of_file_name(&tile_file_name(tile, true)),
+            Some((tile, true))
+        );
+        for bad in [
+            "tile-1234abcd-0000004d.png",
+            "tile-12-4d.tif",
+            "records-1.bin",
+            "tile-zzzzzzzz-0000004d.tif",
+        ] {
+            assert_eq!(tile_of_file_name(bad), None, "{bad}");
         }
     }
 }

@@ -1,0 +1,274 @@
+//! `orbhash-ground contact`: the ground station's side of a two-way link.
+//!
+//! ```text
+//! board ══ CFDP PDUs ══▶ inbox (cfdp-rs) ──complete file──▶ station: records → archive (commit)
+//!                                                                    tile    → tiles/ + tasks
+//!       ◀═ Finished "complete" only after that commit; "incomplete" when it failed (full disk)
+//!       ◀═ request-tiles telecommands for the tasks still requested, every command interval
+//! ```
+//!
+//! Each records file is ingested as one session, exactly as `ingest` would read it, and committed
+//! before the protocol is told the file is complete; a failed commit (a full disk) makes the
+//! answer "incomplete", and the board keeps the data and sends it again later.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use orbhash_link::{
+    Account, Consignee, DeliveryConfig, Inbox, LinkOptions, LinkSession, PassAccount, Payload,
+};
+use orbhash_wire::{
+    encode_command, frame_kind, Command, CommandHeader, FrameKind, MacKey, TileList, TileRef,
+    MAX_COMMAND_LEN, MAX_TILES_PER_REQUEST,
+};
+use serde::Serialize;
+
+use crate::archive::Archive;
+use crate::ingest::{ingest_reader, Committer, IngestOptions};
+use crate::tasks::{tile_of_file_name, TILES_DIR};
+use crate::{GroundError, Result};
+
+/// How the ground station runs its side of a two-way link.
+#[derive(Debug, Clone)]
+pub struct ContactOptions {
+    pub link: LinkOptions,
+    /// Checks the board's packets and PDUs and signs telecommands; without it no telecommand
+    /// can be sent.
+    pub key: Option<MacKey>,
+    pub delivery: DeliveryConfig,
+    /// End once nothing has been heard for this long (and nothing is left to ask for); `None`
+    /// runs until stopped.
+    pub until_idle: Option<Duration>,
+    /// How often open tile requests go up again.
+    pub command_interval: Duration,
+    /// The board's APID, which telecommands address.
+    pub apid: u16,
+    /// This ground station's PUS source id.
+    pub source: u16,
+}
+
+/// What a contact did, for the summary.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ContactSummary {
+    pub passes: Vec<PassAccount>,
+    pub total: Account,
+    pub records_files: u64,
+    pub records_stored: u64,
+    pub tiles_received: Vec<String>,
+    pub tiles_absent: Vec<String>,
+    pub refusals: Vec<String>,
+    pub telecommands_sent: u64,
+}
+
+/// Puts what the board delivers where it belongs.
+struct Station {
+    committer: Committer,
+    tiles_dir: PathBuf,
+    stream: u64,
+    summary: ContactSummary,
+}
+
+impl Station {
+    fn ingest(&mut self, name: &str, path: &Path) -> Result<()> {
+        self.stream += 1;
+        let file = std::fs::File::open(path).map_err(|source| GroundError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let before = self.committer.stored_records();
+        ingest_reader(
+            &mut self.committer,
+            self.stream,
+            file,
+            &format!("link:{name}"),
+        )?;
+        // `End` commits; this makes sure nothing of the file is left pending either way.
+        self.committer.commit()?;
+        self.summary.records_files += 1;
+        self.summary.records_stored += self.committer.stored_records() - before;
+        Ok(())
+    }
+
+    fn keep_tile(&mut self, name: &str, path: &Path, tile: TileRef) -> Result<()> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| GroundError::Io { path, source }
+        };
+        std::fs::create_dir_all(&self.tiles_dir).map_err(io(&self.tiles_dir))?;
+        let target = self.tiles_dir.join(name);
+        let partial = self.tiles_dir.join(format!("{name}.partial"));
+        std::fs::copy(path, &partial).map_err(io(&partial))?;
+        std::fs::File::open(&partial)
+            .and_then(|file| file.sync_all())
+            .map_err(io(&partial))?;
+        std::fs::rename(&partial, &target).map_err(io(&target))?;
+        std::fs::File::open(&self.tiles_dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io(&self.tiles_dir))?;
+        let bytes = std::fs::metadata(&target).map_err(io(&target))?.len();
+        self.committer.archive().tile_received(tile, name, bytes)?;
+        self.summary.tiles_received.push(name.to_string());
+        Ok(())
+    }
+}
+
+impl Consignee for Station {
+    fn announced(&mut self, name: &str, _size: u64) {
+        if let Some((tile, false)) = tile_of_file_name(name) {
+            if let Err(error) = self.committer.archive().tile_sent(tile) {
+                eprintln!(
+                    "orbhash ground: {name}: {}",
+                    orbhash_cli::error_chain(&error)
+                );
+            }
+        }
+    }
+
+    fn deliver(&mut self, name: &str, path: &Path) -> std::result::Result<(), String> {
+        let outcome = match (Payload::of_name(name), tile_of_file_name(name)) {
+            (Some(Payload::Records), _) => self.ingest(name, path),
+            (Some(Payload::Tile), Some((tile, false))) => self.keep_tile(name, path, tile),
+            (Some(Payload::TileAnswer), Some((tile, true))) => {
+                let answer = std::fs::read_to_string(path).unwrap_or_default();
+                let answer = answer.trim();
+                self.summary.tiles_absent.push(name.to_string());
+                eprintln!("orbhash ground: {name}: {answer}");
+                self.committer.archive().tile_absent(tile, answer)
+            }
+            _ => return Err(format!("{name}: not a file this ground station takes")),
+        };
+        // The file itself is only the carrier: what it held is in the archive now.
+        let _ = std::fs::remove_file(path);
+        outcome.map_err(|error| orbhash_cli::error_chain(&error))
+    }
+}
+
+fn request_command<'a>(request: u32, tiles: &'a [TileRef]) -> Command<'a> {
+    Command::RequestTiles {
+        request,
+        tiles: TileList::Slice(tiles),
+    }
+}
+
+/// Runs the ground station's side of the link on the archive in `dir`.
+pub fn run_contact(dir: &Path, options: &ContactOptions) -> Result<ContactSummary> {
+    let archive = Archive::open(dir)?;
+    let committer = Committer::new(
+        archive,
+        IngestOptions {
+            key: options.key.clone(),
+            ..IngestOptions::default()
+        },
+    );
+    let station = Rc::new(RefCell::new(Station {
+        committer,
+        tiles_dir: dir.join(TILES_DIR),
+        stream: 0,
+        summary: ContactSummary::default(),
+    }));
+    let mut inbox = Inbox::open(
+        &dir.join("incoming"),
+        Rc::clone(&station),
+        options.key.clone(),
+        options.delivery,
+    )
+    .map_err(|error| GroundError::Link(error.to_string()))?;
+    let mut session = LinkSession::open(&options.link).map_err(|source| GroundError::Bind {
+        addr: options.link.endpoint.to_string(),
+        source,
+    })?;
+    let mut last_heard = Instant::now();
+    let mut last_step: Option<Instant> = None;
+    let mut last_command: Option<Instant> = None;
+    let mut accounted = Account::default();
+    let mut telecommands = 0u64;
+    let mut sequence_count = 0u16;
+    let mut saved_passes = Instant::now();
+    let run_ms = crate::now_ms();
+    loop {
+        if options
+            .until_idle
+            .is_some_and(|idle| last_heard.elapsed() >= idle && session.in_flight() == 0)
+        {
+            break;
+        }
+        let wait = session.wait_for_contact();
+        if !wait.is_zero() {
+            last_step = None;
+            std::thread::sleep(wait.min(Duration::from_millis(100)));
+            continue;
+        }
+        let received = session.receive(Duration::from_millis(5));
+        let now = Instant::now();
+        let contact = last_step.map_or(Duration::ZERO, |last| now - last);
+        last_step = Some(now);
+        let pdus: Vec<Vec<u8>> = received
+            .into_iter()
+            .filter(|frame| frame_kind(frame) == Some(FrameKind::CfdpPdu))
+            .collect();
+        if !pdus.is_empty() {
+            last_heard = now;
+        }
+        let mut frames = inbox.step(&pdus, contact);
+        for refusal in inbox.take_refusals() {
+            eprintln!("orbhash ground: not acknowledged: {refusal}");
+            station.borrow_mut().summary.refusals.push(refusal);
+        }
+        // Open tile requests go up at every command interval of a contact window: the board may
+        // have missed the last one, and repeats are harmless (it ignores tiles it already has).
+        let due = last_command.is_none_or(|at| now - at >= options.command_interval);
+        if due {
+            if let Some(key) = &options.key {
+                let station = station.borrow();
+                let archive = station.committer.archive();
+                for (request, tiles) in archive.tiles_to_uplink()? {
+                    for chunk in tiles.chunks(usize::from(MAX_TILES_PER_REQUEST)) {
+                        let header = CommandHeader {
+                            apid: options.apid,
+                            sequence_count,
+                            source: options.source,
+                            position: archive.next_command_position()?,
+                        };
+                        sequence_count = (sequence_count + 1) % 0x4000;
+                        let mut packet = vec![0u8; MAX_COMMAND_LEN];
+                        let len = encode_command(
+                            &header,
+                            &request_command(request, chunk),
+                            key,
+                            &mut packet,
+                        )
+                        .map_err(|e| GroundError::Link(format!("request {request}: {e:?}")))?;
+                        packet.truncate(len);
+                        frames.push(packet);
+                        archive.note_uplinked(request)?;
+                        telecommands += 1;
+                    }
+                }
+            }
+            last_command = Some(now);
+        }
+        session.send(frames);
+        let delta = inbox.account.since(&accounted);
+        accounted = inbox.account;
+        session.record(&delta);
+        if saved_passes.elapsed() >= Duration::from_secs(1) {
+            save_passes(&station.borrow().committer, &session, run_ms)?;
+            saved_passes = Instant::now();
+        }
+    }
+    save_passes(&station.borrow().committer, &session, run_ms)?;
+    let mut summary = std::mem::take(&mut station.borrow_mut().summary);
+    summary.passes = session.passes();
+    summary.total = inbox.account;
+    summary.telecommands_sent = telecommands;
+    Ok(summary)
+}
+
+fn save_passes(committer: &Committer, session: &LinkSession, run_ms: i64) -> Result<()> {
+    for pass in session.passes() {
+        committer.archive().save_link_pass(&pass, run_ms)?;
+    }
+    Ok(())
+}
