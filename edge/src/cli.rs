@@ -151,6 +151,9 @@ struct RunArgs {
     /// Simulated two-way link: one-way delay of every frame (e.g. 20ms).
     #[arg(long, value_parser = parse_duration, default_value = "0s", requires = "link")]
     latency: Duration,
+    /// Simulated two-way link: the downlink's data rate in bytes per second (0: unlimited).
+    #[arg(long, default_value_t = 0, requires = "link")]
+    rate: u64,
     /// The store-and-forward queue directory.
     #[arg(long, default_value = "edge-queue")]
     queue: PathBuf,
@@ -417,6 +420,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                             corrupt: args.corrupt,
                             duplicate: args.duplicate,
                             latency: args.latency,
+                            rate: args.rate,
                             seed: args.seed,
                         },
                         contact: args.link_up.map(|up| ContactPlan {

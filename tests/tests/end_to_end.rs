@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use orbhash_edge::link::{LinkTarget, Simulation};
-use orbhash_edge::run::{run, RunOptions};
+use orbhash_edge::run::{run, Downlink, RunOptions};
 use orbhash_ground::ingest::{ingest_files, IngestOptions};
 use orbhash_ground::search::{run_query, Method, Query, QuerySpec, SearchSpec};
 use orbhash_host::export::onnx::WeightScaling;
@@ -84,7 +84,16 @@ fn train_export_hash_downlink_ingest_and_find_a_tile_by_its_image() {
         .block_on(run(RunOptions {
             model: f32_file.path.clone(),
             tiles: scene.clone(),
-            downlink: LinkTarget::File(downlink.clone()),
+            downlink: Downlink::OneWay {
+                target: LinkTarget::File(downlink.clone()),
+                simulation: Some(Simulation {
+                    up: Duration::from_millis(200),
+                    down: Duration::from_millis(100),
+                    corrupt: 0.06,
+                    drop: 0.04,
+                    seed: 7,
+                }),
+            },
             queue: work.path().join("queue"),
             queue_max_bytes: 1 << 30,
             batch: 8,
@@ -92,13 +101,6 @@ fn train_export_hash_downlink_ingest_and_find_a_tile_by_its_image() {
             label_set: 0,
             key: None,
             max_records_per_packet: 16,
-            simulation: Some(Simulation {
-                up: Duration::from_millis(200),
-                down: Duration::from_millis(100),
-                corrupt: 0.06,
-                drop: 0.04,
-                seed: 7,
-            }),
             capture_time_ms: 1_487_239_261_000,
             progress: false,
             max_tiles: None,

@@ -108,6 +108,9 @@ pub struct ContactArgs {
     /// Simulated uplink: one-way delay of every frame.
     #[arg(long, value_parser = orbhash_cli::parse_duration, default_value = "0s")]
     pub latency: Duration,
+    /// Simulated uplink: data rate in bytes per second (0: unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
     /// Seed of the simulated uplink.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -272,6 +275,31 @@ fn parse_method(text: &str) -> Result<Method, String> {
     }
 }
 
+/// The orbhash ground station: ingest downlinked hash codes into the archive, search it by
+/// Hamming distance, hold the two-way link and task full tiles. `orbhash ground ...` is the same
+/// command line.
+#[derive(Debug, clap::Parser)]
+#[command(name = "orbhash-ground", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: GroundCommand,
+}
+
+/// `orbhash-ground`'s `main`: also what the end-to-end tests run as a process.
+pub fn main() -> std::process::ExitCode {
+    use clap::Parser;
+    let cli = Cli::parse();
+    match run(GroundArgs {
+        command: cli.command,
+    }) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("orbhash-ground: error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs `orbhash ground ...`.
 pub fn run(args: GroundArgs) -> anyhow::Result<()> {
     match args.command {
@@ -313,6 +341,7 @@ fn contact(args: &ContactArgs) -> anyhow::Result<()> {
                 corrupt: args.corrupt,
                 duplicate: args.duplicate,
                 latency: args.latency,
+                rate: args.rate,
                 seed: args.seed,
             },
             contact: args.link_up.map(|up| orbhash_link::ContactPlan {

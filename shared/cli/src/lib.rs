@@ -25,7 +25,7 @@ pub fn error_chain(error: &dyn Error) -> String {
     text
 }
 
-/// A command-line duration: a number and a unit, `500ms`, `2s`, `1.5min`.
+/// A command-line duration: a number and a unit, `500ms`, `2s`, `1.5min`, `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text
         .find(|c: char| c.is_ascii_alphabetic())
@@ -38,7 +38,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => value / 1e3,
         "s" => value,
         "min" => value * 60.0,
-        _ => return Err(format!("{text:?}: units are ms, s, min")),
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?}: units are ms, s, min, h")),
     };
     if !(0.0..1e9).contains(&seconds) {
         return Err(format!("{text:?}: out of range"));

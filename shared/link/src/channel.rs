@@ -55,6 +55,9 @@ pub struct Impairment {
     pub duplicate: f64,
     /// One-way delay of every frame.
     pub latency: Duration,
+    /// The link's data rate in bytes per second; 0 is unlimited. Frames queue behind each other
+    /// at this rate, so a contact window carries only so much.
+    pub rate: u64,
     pub seed: u64,
 }
 
@@ -64,6 +67,7 @@ impl Impairment {
         corrupt: 0.0,
         duplicate: 0.0,
         latency: Duration::ZERO,
+        rate: 0,
         seed: 0,
     };
 }
@@ -147,6 +151,7 @@ mod tests {
             corrupt: 0.05,
             duplicate: 0.02,
             latency: Duration::ZERO,
+            rate: 0,
             seed: 11,
         };
         let mut channel = Channel::new(impairment);

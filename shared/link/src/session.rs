@@ -41,6 +41,8 @@ pub struct LinkSession {
     in_flight: VecDeque<(Instant, Vec<u8>)>,
     passes: BTreeMap<u64, PassAccount>,
     last_channel: ChannelStats,
+    /// When the transmitter is free again (data rate).
+    transmitter_free: Instant,
 }
 
 impl LinkSession {
@@ -52,6 +54,7 @@ impl LinkSession {
             in_flight: VecDeque::new(),
             passes: BTreeMap::new(),
             last_channel: ChannelStats::default(),
+            transmitter_free: Instant::now(),
         })
     }
 
@@ -82,12 +85,20 @@ impl LinkSession {
         })
     }
 
-    /// Sends frames through the channel model; with latency they leave once it has passed.
+    /// Sends frames through the channel model: each leaves once the transmitter is free (data
+    /// rate) and arrives after the latency.
     pub fn send(&mut self, frames: Vec<Vec<u8>>) {
-        let due = Instant::now() + self.channel.impairment().latency;
+        let Impairment { latency, rate, .. } = *self.channel.impairment();
         for frame in frames {
+            let start = self.transmitter_free.max(Instant::now());
+            let on_air = if rate == 0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(crate::delivery::wire_len(frame.len()) as f64 / rate as f64)
+            };
+            self.transmitter_free = start + on_air;
             for copy in self.channel.carry(&frame) {
-                self.in_flight.push_back((due, copy));
+                self.in_flight.push_back((start + on_air + latency, copy));
             }
         }
         let stats = self.channel.stats;

@@ -115,6 +115,7 @@ fn files_arrive_whole_over_a_damaged_channel_in_both_directions() {
         corrupt: 0.05,
         duplicate: 0.05,
         latency: Duration::ZERO,
+        rate: 0,
         seed,
     };
     let (mut down, mut up) = (Channel::new(damage(1)), Channel::new(damage(2)));
