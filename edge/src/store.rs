@@ -52,6 +52,10 @@ pub struct StoredScene {
     pub bytes: u64,
     /// Seconds since the Unix epoch when the store completed the entry.
     pub stored_at_s: u64,
+    /// The same, to the file system's resolution: two scenes kept within one second are still
+    /// in order.
+    #[serde(skip)]
+    pub stored_at: SystemTime,
     #[serde(skip)]
     pub path: PathBuf,
 }
@@ -137,6 +141,7 @@ impl SceneStore {
                 continue;
             };
             let metadata = fs::metadata(&path).map_err(io_error(&path))?;
+            let stored_at = metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH);
             let stored_at_s = metadata
                 .modified()
                 .ok()
@@ -146,10 +151,11 @@ impl SceneStore {
                 scene_id,
                 bytes: entry_bytes(&path)?,
                 stored_at_s,
+                stored_at,
                 path,
             });
         }
-        scenes.sort_by_key(|scene| (scene.stored_at_s, scene.scene_id));
+        scenes.sort_by_key(|scene| (scene.stored_at, scene.scene_id));
         Ok(scenes)
     }
 

@@ -41,11 +41,15 @@ struct Setup {
     scene: PathBuf,
     port: u16,
     key_file: PathBuf,
+    /// Contact windows, damage and a data rate on both sides; a clean, always-up link without.
+    lossy: bool,
+    /// Where the ground's archive lives.
+    archive: PathBuf,
 }
 
 impl Setup {
     fn archive(&self) -> PathBuf {
-        self.dir.join("archive")
+        self.archive.clone()
     }
     fn queue(&self) -> PathBuf {
         self.dir.join("queue")
@@ -55,24 +59,36 @@ impl Setup {
     }
 
     fn board(&self, seed: u64, linger: &str) -> Command {
+        self.board_on(&self.scene, seed, linger)
+    }
+
+    fn board_on(&self, scene: &Path, seed: u64, linger: &str) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_orbhash-edge-under-test"));
         command
             .args(["run", "--model"])
             .arg(&self.model)
             .arg("--tiles")
-            .arg(&self.scene)
+            .arg(scene)
             .arg("--link")
             .arg(format!("tcp:127.0.0.1:{}", self.port))
             .arg("--queue")
             .arg(self.queue())
             .arg("--scene-store")
             .arg(self.store())
-            .args(["--batch", "4", "--records-per-packet", "8", "--bundle-bytes", "2048"])
-            .args(WINDOWS)
-            .args(DAMAGE)
+            .args([
+                "--batch",
+                "4",
+                "--records-per-packet",
+                "8",
+                "--bundle-bytes",
+                "2048",
+            ])
             .args(TIMING)
-            .args(["--rate", "4000"])
-            .args(["--seed", &seed.to_string(), "--linger", linger, "--quiet"])
+            .args(["--seed", &seed.to_string(), "--linger", linger, "--quiet"]);
+        if self.lossy {
+            command.args(WINDOWS).args(DAMAGE).args(["--rate", "4000"]);
+        }
+        command
             .env("ORBHASH_MISSION_KEY", KEY)
             .stdout(Stdio::null())
             .stderr(self.log("board.log"));
@@ -93,9 +109,13 @@ impl Setup {
         let tail = |name: &str| {
             let text = std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(15)..].join("\n")
+            lines[lines.len().saturating_sub(40)..].join("\n")
         };
-        format!("board:\n{}\nground:\n{}", tail("board.log"), tail("ground.log"))
+        format!(
+            "board:\n{}\nground:\n{}",
+            tail("board.log"),
+            tail("ground.log")
+        )
     }
 
     fn ground(&self, seed: u64, until_idle: &str) -> Command {
@@ -107,13 +127,13 @@ impl Setup {
             .arg(format!("listen:127.0.0.1:{}", self.port))
             .arg("--key-file")
             .arg(&self.key_file)
-            .args(WINDOWS)
-            .args(DAMAGE)
             .args(TIMING)
             .args(["--seed", &seed.to_string(), "--until-idle", until_idle])
-            .args(["--command-interval", "300ms"])
-            .stdout(Stdio::null())
-            .stderr(self.log("ground.log"));
+            .args(["--command-interval", "300ms"]);
+        if self.lossy {
+            command.args(WINDOWS).args(DAMAGE);
+        }
+        command.stdout(Stdio::null()).stderr(self.log("ground.log"));
         command
     }
 
@@ -121,7 +141,9 @@ impl Setup {
         let mut command = Command::new(env!("CARGO_BIN_EXE_orbhash-ground-under-test"));
         command.args(["task", "--archive"]).arg(self.archive());
         for tile in tiles {
-            command.arg("--tile").arg(format!("{}:{}", tile.scene, tile.tile));
+            command
+                .arg("--tile")
+                .arg(format!("{}:{}", tile.scene, tile.tile));
         }
         let output = command.output().expect("runs task");
         assert!(
@@ -132,7 +154,7 @@ impl Setup {
     }
 }
 
-fn setup(dir: &Path) -> Setup {
+fn setup(dir: &Path, lossy: bool) -> Setup {
     let model = tiny_model(dir, TILE, Precision::F32);
     let scene = dir.join("scene.png");
     write_png(&scene, TILES_PER_SIDE * TILE, TILES_PER_SIDE * TILE, 11);
@@ -144,6 +166,8 @@ fn setup(dir: &Path) -> Setup {
         scene,
         port: free_port(),
         key_file,
+        lossy,
+        archive: dir.join("archive"),
     }
 }
 
@@ -154,10 +178,9 @@ fn acknowledged_tiles(queue: &Path) -> BTreeSet<(u32, u32)> {
     if let Ok(journal) = std::fs::read_to_string(queue.join("journal.log")) {
         for line in journal.lines() {
             let mut fields = line.split_whitespace();
-            if let (Some(Ok(scene)), Some(Ok(tile))) = (
-                fields.next().map(str::parse),
-                fields.next().map(str::parse),
-            ) {
+            if let (Some(Ok(scene)), Some(Ok(tile))) =
+                (fields.next().map(str::parse), fields.next().map(str::parse))
+            {
                 done.insert((scene, tile));
             }
         }
@@ -175,7 +198,9 @@ fn acknowledged_tiles(queue: &Path) -> BTreeSet<(u32, u32)> {
     let mut at = 0usize;
     while (at as u64) < offset && at + 8 <= bytes.len() {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let Some(frame) = bytes.get(at + 8..at + 8 + len) else { break };
+        let Some(frame) = bytes.get(at + 8..at + 8 + len) else {
+            break;
+        };
         for event in Decoder::new().decode_all(frame) {
             if let OwnedEvent::Packet { records, .. } = event {
                 done.extend(records.iter().map(|r| (r.position.scene_id, r.tile_id)));
@@ -210,7 +235,7 @@ fn kill(child: &mut Child) {
 #[test]
 fn five_lossy_passes_with_both_sides_killed_deliver_everything_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let setup = setup(dir.path());
+    let setup = setup(dir.path(), true);
     let scene = scene_id_of("scene");
     let tiles = TILES_PER_SIDE * TILES_PER_SIDE;
     let tasked: Vec<TileRef> = [5, 30, 61]
@@ -230,8 +255,14 @@ fn five_lossy_passes_with_both_sides_killed_deliver_everything_once() {
         seed += 1;
         seed
     };
-    let mut ground = setup.ground(next_seed(), "1h").spawn().expect("ground starts");
-    let mut board = setup.board(next_seed(), "1h").spawn().expect("board starts");
+    let mut ground = setup
+        .ground(next_seed(), "1h")
+        .spawn()
+        .expect("ground starts");
+    let mut board = setup
+        .board(next_seed(), "1h")
+        .spawn()
+        .expect("board starts");
     let started = Instant::now();
     let (mut board_kills, mut ground_kills, mut checks) = (0, 0, 0);
     let mut task_sent = false;
@@ -242,7 +273,11 @@ fn five_lossy_passes_with_both_sides_killed_deliver_everything_once() {
         let archived_now: BTreeSet<(u32, u32)> =
             archived_tiles(&setup.archive()).into_iter().collect();
         // A tile is tasked once its record is archived (operators task what they found).
-        if !task_sent && tasked.iter().all(|t| archived_now.contains(&(t.scene, t.tile))) {
+        if !task_sent
+            && tasked
+                .iter()
+                .all(|t| archived_now.contains(&(t.scene, t.tile)))
+        {
             setup.task(&tasked);
             task_sent = true;
         }
@@ -252,7 +287,10 @@ fn five_lossy_passes_with_both_sides_killed_deliver_everything_once() {
         if random(2) == 0 {
             kill(&mut board);
             board_kills += 1;
-            board = setup.board(next_seed(), "1h").spawn().expect("board restarts");
+            board = setup
+                .board(next_seed(), "1h")
+                .spawn()
+                .expect("board restarts");
         } else {
             kill(&mut ground);
             ground_kills += 1;
@@ -267,7 +305,10 @@ fn five_lossy_passes_with_both_sides_killed_deliver_everything_once() {
                 setup.logs()
             );
             checks += 1;
-            ground = setup.ground(next_seed(), "1h").spawn().expect("ground restarts");
+            ground = setup
+                .ground(next_seed(), "1h")
+                .spawn()
+                .expect("ground restarts");
         }
     }
     assert!(
@@ -276,16 +317,23 @@ fn five_lossy_passes_with_both_sides_killed_deliver_everything_once() {
         setup.logs()
     );
     // The kills must land while records are still on their way, or they test nothing.
-    assert!(kills_mid_delivery >= 3, "only {kills_mid_delivery} kills before all records arrived");
+    assert!(
+        kills_mid_delivery >= 3,
+        "only {kills_mid_delivery} kills before all records arrived"
+    );
     // Calm: both run to the end (the board once all is delivered and the link is quiet).
     kill(&mut board);
     kill(&mut ground);
-    let mut ground = setup.ground(next_seed(), "6s").spawn().expect("ground starts");
-    let board_status = setup
-        .board(next_seed(), "3s")
-        .status()
-        .expect("board runs");
-    assert!(board_status.success(), "the last board run failed\n{}", setup.logs());
+    let mut ground = setup
+        .ground(next_seed(), "6s")
+        .spawn()
+        .expect("ground starts");
+    let board_status = setup.board(next_seed(), "3s").status().expect("board runs");
+    assert!(
+        board_status.success(),
+        "the last board run failed\n{}",
+        setup.logs()
+    );
     assert!(
         ground.wait().expect("ground ends").success(),
         "the last ground run failed\n{}",
@@ -300,19 +348,26 @@ fn five_lossy_passes_with_both_sides_killed_deliver_everything_once() {
         archived.len()
     );
     assert_eq!(archived.len(), distinct.len(), "a record stored twice");
-    assert_eq!(distinct.len() as u32, tiles, "records missing\n{}", setup.logs());
+    assert_eq!(
+        distinct.len() as u32,
+        tiles,
+        "records missing\n{}",
+        setup.logs()
+    );
 
     let archive = Archive::open_read_only(&setup.archive()).expect("archive");
     let card = orbhash_infer::Hasher::open(&setup.model, 1)
         .expect("model")
         .card()
         .clone();
-    let store =
-        orbhash_edge::store::SceneStore::open(&setup.store(), orbhash_wire::RetentionPolicy {
+    let store = orbhash_edge::store::SceneStore::open(
+        &setup.store(),
+        orbhash_wire::RetentionPolicy {
             capacity_bytes: 1 << 40,
             max_age_s: 0,
-        })
-        .expect("store");
+        },
+    )
+    .expect("store");
     let reference = dir.path().join("reference");
     for tile in &tasked {
         let task = archive
@@ -321,13 +376,183 @@ fn five_lossy_passes_with_both_sides_killed_deliver_everything_once() {
             .into_iter()
             .find(|t| t.scene_id == tile.scene && t.tile_id == tile.tile)
             .expect("the tile was tasked");
-        assert_eq!(task.status, TaskStatus::Received, "{task:?}");
+        assert_eq!(
+            task.status,
+            TaskStatus::Received,
+            "{task:?}\nall tasks: {:?}\n{}",
+            archive.tasks(),
+            setup.logs()
+        );
         let received = std::fs::read(task.file.as_ref().expect("file")).expect("reads the tile");
         let orbhash_edge::tasking::Prepared::Tile(cut) =
             orbhash_edge::tasking::prepare_tile(&store, &card, *tile, &reference).expect("cuts")
         else {
             panic!("the board's store lost the scene");
         };
-        assert_eq!(received, std::fs::read(cut).expect("reads"), "tile {tile:?} differs");
+        assert_eq!(
+            received,
+            std::fs::read(cut).expect("reads"),
+            "tile {tile:?} differs"
+        );
     }
+}
+
+/// A small tmpfs, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    /// Mounts a `size`-byte tmpfs at `path`; `Err` says why not (no root, no mount namespace).
+    fn mount(path: &Path, size: &str) -> Result<Self, String> {
+        std::fs::create_dir_all(path).map_err(|e| e.to_string())?;
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).trim().to_string());
+        }
+        Ok(Self(path.to_path_buf()))
+    }
+
+    /// Fills what is left of the disk; returns the filler file.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let filler = self.0.join("filler");
+        let mut file = std::fs::File::create(&filler).expect("creates the filler");
+        let block = vec![0xa5u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        // The last partial block, byte by byte, until nothing more fits.
+        while file.write_all(&[0xa5]).is_ok() {}
+        let _ = file.sync_all();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_ground_with_a_full_disk_refuses_to_acknowledge_and_the_board_keeps_the_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut setup = setup(dir.path(), false);
+    let disk = match SmallDisk::mount(&dir.path().join("ground-disk"), "8m") {
+        Ok(disk) => disk,
+        Err(why) => {
+            let message = format!("no small disk to fill: {why} (needs root and tmpfs)");
+            orbhash_test_support::missing(&message);
+            return;
+        }
+    };
+    setup.archive = disk.0.join("archive");
+    // The station is up with its archive open when its disk fills.
+    let mut ground = setup.ground(1, "1h").spawn().expect("ground starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !setup.archive.join("archive.sqlite-shm").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let filler = disk.fill();
+    let mut board = setup.board(2, "2s").spawn().expect("board starts");
+    std::thread::sleep(Duration::from_secs(4));
+    let archived = archived_tiles(&setup.archive());
+    let acknowledged = acknowledged_tiles(&setup.queue());
+    assert!(
+        board.try_wait().expect("polls").is_none(),
+        "the board ended while the ground could not store anything\n{}",
+        setup.logs()
+    );
+    assert!(
+        acknowledged.is_empty(),
+        "{} records acknowledged by a ground with a full disk (archive holds {})\n{}",
+        acknowledged.len(),
+        archived.len(),
+        setup.logs()
+    );
+    let ground_log = std::fs::read_to_string(dir.path().join("ground.log")).unwrap_or_default();
+    assert!(ground_log.contains("not acknowledged"), "{}", setup.logs());
+
+    // Space freed: everything arrives, once.
+    std::fs::remove_file(&filler).expect("frees the disk");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while board.try_wait().expect("polls").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = board.try_wait().expect("polls");
+    kill(&mut board);
+    kill(&mut ground);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the board did not finish\n{}",
+        setup.logs()
+    );
+    let archived = archived_tiles(&setup.archive());
+    let distinct: BTreeSet<(u32, u32)> = archived.iter().copied().collect();
+    assert_eq!(archived.len(), distinct.len(), "a record stored twice");
+    assert_eq!(
+        distinct.len() as u32,
+        TILES_PER_SIDE * TILES_PER_SIDE,
+        "records missing"
+    );
+}
+
+#[test]
+fn a_tile_evicted_from_the_board_is_answered_as_no_longer_on_board() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let setup = setup(dir.path(), false);
+    // Two scenes, a store that holds one: hashing the second evicts the first.
+    let second = dir.path().join("second.png");
+    write_png(&second, 4 * TILE, 4 * TILE, 23);
+    let capacity = std::fs::metadata(&setup.scene).expect("scene").len() + 1024;
+    let board = |scene: &Path, linger: &str| {
+        let mut command = setup.board_on(scene, 1, linger);
+        command.args(["--store-capacity", &capacity.to_string()]);
+        command
+    };
+    let mut ground = setup.ground(1, "1h").spawn().expect("ground starts");
+    assert!(
+        board(&setup.scene, "0s").status().expect("runs").success(),
+        "{}",
+        setup.logs()
+    );
+    let scene = scene_id_of("scene");
+    let evicted = TileRef { scene, tile: 7 };
+    let wait_for = |what: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !what() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for(&|| archived_tiles(&setup.archive()).contains(&(scene, 7)));
+    assert!(
+        board(&second, "0s").status().expect("runs").success(),
+        "{}",
+        setup.logs()
+    );
+    setup.task(&[evicted]);
+    assert!(
+        board(&second, "2s").status().expect("runs").success(),
+        "{}",
+        setup.logs()
+    );
+    let task = || {
+        Archive::open_read_only(&setup.archive())
+            .and_then(|archive| archive.tasks())
+            .unwrap_or_default()
+            .into_iter()
+            .find(|t| t.scene_id == scene && t.tile_id == 7)
+    };
+    wait_for(&|| task().is_some_and(|t| t.status == TaskStatus::Absent));
+    kill(&mut ground);
+    let task = task().expect("the tile was tasked");
+    assert_eq!(
+        task.status,
+        TaskStatus::Absent,
+        "{task:?}\n{}",
+        setup.logs()
+    );
+    let answer = task.answer.unwrap_or_default();
+    assert!(answer.contains("no longer on board"), "{answer}");
 }

@@ -186,6 +186,7 @@ pub fn run_contact(dir: &Path, options: &ContactOptions) -> Result<ContactSummar
     let mut telecommands = 0u64;
     let mut sequence_count = 0u16;
     let mut saved_passes = Instant::now();
+    let mut archive_trouble = Trouble::default();
     let run_ms = crate::now_ms();
     loop {
         if options
@@ -222,29 +223,18 @@ pub fn run_contact(dir: &Path, options: &ContactOptions) -> Result<ContactSummar
         if due {
             if let Some(key) = &options.key {
                 let station = station.borrow();
-                let archive = station.committer.archive();
-                for (request, tiles) in archive.tiles_to_uplink()? {
-                    for chunk in tiles.chunks(usize::from(MAX_TILES_PER_REQUEST)) {
-                        let header = CommandHeader {
-                            apid: options.apid,
-                            sequence_count,
-                            source: options.source,
-                            position: archive.next_command_position()?,
-                        };
-                        sequence_count = (sequence_count + 1) % 0x4000;
-                        let mut packet = vec![0u8; MAX_COMMAND_LEN];
-                        let len = encode_command(
-                            &header,
-                            &request_command(request, chunk),
-                            key,
-                            &mut packet,
-                        )
-                        .map_err(|e| GroundError::Link(format!("request {request}: {e:?}")))?;
-                        packet.truncate(len);
-                        frames.push(packet);
-                        archive.note_uplinked(request)?;
-                        telecommands += 1;
+                let uplink = uplink_requests(
+                    station.committer.archive(),
+                    options,
+                    key,
+                    &mut sequence_count,
+                );
+                match uplink {
+                    Ok(commands) => {
+                        telecommands += commands.len() as u64;
+                        frames.extend(commands);
                     }
+                    Err(error) => archive_trouble.report("telecommands", &error),
                 }
             }
             last_command = Some(now);
@@ -254,16 +244,68 @@ pub fn run_contact(dir: &Path, options: &ContactOptions) -> Result<ContactSummar
         accounted = inbox.account;
         session.record(&delta);
         if saved_passes.elapsed() >= Duration::from_secs(1) {
-            save_passes(&station.borrow().committer, &session, run_ms)?;
+            if let Err(error) = save_passes(&station.borrow().committer, &session, run_ms) {
+                archive_trouble.report("link accounting", &error);
+            }
             saved_passes = Instant::now();
         }
     }
-    save_passes(&station.borrow().committer, &session, run_ms)?;
+    if let Err(error) = save_passes(&station.borrow().committer, &session, run_ms) {
+        archive_trouble.report("link accounting", &error);
+    }
     let mut summary = std::mem::take(&mut station.borrow_mut().summary);
     summary.passes = session.passes();
     summary.total = inbox.account;
     summary.telecommands_sent = telecommands;
     Ok(summary)
+}
+
+/// The archive failing (a full disk) is not the end of a contact: the files it cannot keep are
+/// not acknowledged, and the station keeps listening. Logged at first, then only now and then.
+#[derive(Default)]
+struct Trouble {
+    count: u64,
+}
+
+impl Trouble {
+    fn report(&mut self, what: &str, error: &GroundError) {
+        self.count += 1;
+        if self.count <= 3 || self.count % 100 == 0 {
+            eprintln!(
+                "orbhash ground: {what}: {} (occurrence {}); the contact goes on",
+                orbhash_cli::error_chain(error),
+                self.count
+            );
+        }
+    }
+}
+
+/// The telecommands that ask for the open tile requests, each position made durable first.
+fn uplink_requests(
+    archive: &Archive,
+    options: &ContactOptions,
+    key: &MacKey,
+    sequence_count: &mut u16,
+) -> Result<Vec<Vec<u8>>> {
+    let mut commands = Vec::new();
+    for (request, tiles) in archive.tiles_to_uplink()? {
+        for chunk in tiles.chunks(usize::from(MAX_TILES_PER_REQUEST)) {
+            let header = CommandHeader {
+                apid: options.apid,
+                sequence_count: *sequence_count,
+                source: options.source,
+                position: archive.next_command_position()?,
+            };
+            *sequence_count = (*sequence_count + 1) % 0x4000;
+            let mut packet = vec![0u8; MAX_COMMAND_LEN];
+            let len = encode_command(&header, &request_command(request, chunk), key, &mut packet)
+                .map_err(|e| GroundError::Link(format!("request {request}: {e:?}")))?;
+            packet.truncate(len);
+            commands.push(packet);
+            archive.note_uplinked(request)?;
+        }
+    }
+    Ok(commands)
 }
 
 fn save_passes(committer: &Committer, session: &LinkSession, run_ms: i64) -> Result<()> {
