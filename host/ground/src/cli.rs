@@ -496,6 +496,9 @@ fn tiles(args: &TilesArgs) -> anyhow::Result<()> {
         "tile",
         "status",
         "bytes",
+        "size",
+        "origin (E, N)",
+        "crs",
         "file / answer",
     ])
     .align(&[
@@ -506,12 +509,38 @@ fn tiles(args: &TilesArgs) -> anyhow::Result<()> {
         Align::Right,
     ]);
     for task in &tasks {
+        // What an operator checks first: that the tile is the size and the place asked for.
+        let image = task
+            .file
+            .as_ref()
+            .map(|file| orbhash_contract::raster::read_image(file));
+        let (size, origin, crs) = match image {
+            Some(Ok(image)) => (
+                format!("{}x{} px, {} bands", image.width, image.height, image.bands),
+                image.georeference.as_ref().map_or("none".into(), |g| {
+                    format!("{:.1}, {:.1}", g.geo.origin_x, g.geo.origin_y)
+                }),
+                image
+                    .georeference
+                    .as_ref()
+                    .map_or(String::new(), |g| g.crs.clone()),
+            ),
+            Some(Err(error)) => (
+                format!("unreadable: {}", orbhash_cli::error_chain(&error)),
+                String::new(),
+                String::new(),
+            ),
+            None => Default::default(),
+        };
         table.row([
             task.request.to_string(),
             task.scene_id.to_string(),
             task.tile_id.to_string(),
             task.status.describe().to_string(),
             task.bytes.map_or(String::new(), |b| b.to_string()),
+            size,
+            origin,
+            crs,
             task.file
                 .as_ref()
                 .map(|f| f.display().to_string())

@@ -48,6 +48,7 @@ use cfdp_spacepackets::cfdp::pdu::file_data::FileDataPdu;
 use cfdp_spacepackets::cfdp::pdu::finished::{
     DeliveryCode, FileStatus, FinishedPduCreator, FinishedPduReader,
 };
+use cfdp_spacepackets::cfdp::pdu::metadata::MetadataPduReader;
 use cfdp_spacepackets::cfdp::pdu::WritablePduPacket;
 use cfdp_spacepackets::cfdp::pdu::{FileDirectiveType, PduHeader};
 use cfdp_spacepackets::cfdp::{ChecksumType, ConditionCode, PduType, TransmissionMode};
@@ -748,6 +749,8 @@ struct Receiving {
     verdict: Option<Result<(), String>>,
     /// The file is committed: a repeated completion (a late duplicate EOF) is not committed again.
     committed: bool,
+    /// The consignee was told the transfer began.
+    announced: bool,
 }
 
 struct DestUser<C: Consignee> {
@@ -787,7 +790,11 @@ impl<C: Consignee> CfdpUser for DestUser<C> {
         }
     }
     fn metadata_recvd_indication(&mut self, params: &MetadataReceivedParams) {
+        if self.receiving.announced {
+            return;
+        }
         self.receiving.name = Some(params.dest_file_name.to_string());
+        self.receiving.announced = true;
         self.consignee
             .borrow_mut()
             .announced(params.dest_file_name, params.file_size);
@@ -905,10 +912,26 @@ impl<C: Consignee> Inbox<C> {
                     self.current = Some(sequence);
                 }
             }
-            if info.file_directive_type() == Some(FileDirectiveType::EofPdu) {
-                if let Ok(eof) = EofPdu::from_bytes(pdu) {
-                    self.user.receiving.checksum = Some((eof.file_checksum(), eof.file_size()));
+            // The file's name, size and checksum are taken from the PDUs as they pass: cfdp-rs
+            // does not announce metadata that arrives after file data.
+            match info.file_directive_type() {
+                Some(FileDirectiveType::EofPdu) => {
+                    if let Ok(eof) = EofPdu::from_bytes(pdu) {
+                        self.user.receiving.checksum = Some((eof.file_checksum(), eof.file_size()));
+                    }
                 }
+                Some(FileDirectiveType::MetadataPdu) if self.user.receiving.name.is_none() => {
+                    let metadata = MetadataPduReader::new(pdu).ok().and_then(|metadata| {
+                        let name = metadata.dest_file_name().value_as_str()?.ok()?.to_owned();
+                        Some((name, metadata.metadata_params().file_size))
+                    });
+                    if let Some((name, size)) = metadata {
+                        self.user.consignee.borrow_mut().announced(&name, size);
+                        self.user.receiving.announced = true;
+                        self.user.receiving.name = Some(name);
+                    }
+                }
+                _ => {}
             }
             heard = true;
             if self.sent_since_heard {
@@ -971,7 +994,8 @@ impl<C: Consignee> Inbox<C> {
     }
 }
 
-/// Rewrites the Finished PDUs among `pdus` to say "incomplete, filestore rejection".
+/// Rewrites the Finished PDUs among `pdus` to say "incomplete, filestore rejection"; one that
+/// cannot be rewritten is emptied (not sent) rather than left saying "complete".
 fn refuse_finished(pdus: &mut [Vec<u8>]) {
     for pdu in pdus.iter_mut() {
         let Ok(finished) = FinishedPduReader::new(pdu) else {
@@ -985,9 +1009,7 @@ fn refuse_finished(pdus: &mut [Vec<u8>]) {
             &[],
             None,
         );
-        if let Ok(bytes) = refusal.to_vec() {
-            *pdu = bytes;
-        }
+        *pdu = refusal.to_vec().unwrap_or_default();
     }
 }
 

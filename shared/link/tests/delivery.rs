@@ -224,3 +224,101 @@ fn a_forged_or_unsafe_name_is_refused_by_the_ground() {
         assert_eq!(Payload::of_name(bad), None, "{bad}");
     }
 }
+
+#[test]
+fn a_ground_restarted_mid_transfer_never_confirms_a_file_it_does_not_hold() {
+    for cut_after in [1usize, 2, 3, 4, 6, 8] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shelf = Rc::new(RefCell::new(Shelf::default()));
+        let mut outbox = Outbox::open(&dir.path().join("board"), None, fast()).expect("opens");
+        let mut inbox = Inbox::open(&dir.path().join("ground"), Rc::clone(&shelf), None, fast())
+            .expect("opens");
+        let path = dir.path().join("tile.tif");
+        std::fs::write(&path, payload(9, 5000)).expect("writes");
+        outbox
+            .start(Transfer {
+                name: "tile-00000001-00000002.tif".into(),
+                path,
+                payload: Payload::Tile,
+            })
+            .expect("starts");
+        let tick = Duration::from_millis(2);
+        let (mut to_ground, mut to_board) = (Vec::new(), Vec::new());
+        let mut sent = 0;
+        let mut outcome = None;
+        for _ in 0..3000 {
+            std::thread::sleep(Duration::from_millis(1));
+            let (frames, done) = outbox.step(&std::mem::take(&mut to_board), tick);
+            to_ground.extend(frames);
+            if done.is_some() {
+                outcome = done;
+                break;
+            }
+            sent += to_ground.len();
+            let answers = inbox.step(&std::mem::take(&mut to_ground), tick);
+            to_board.extend(answers);
+            if sent >= cut_after && sent < cut_after + 100 {
+                // The ground dies: a new process with an empty handler.
+                inbox = Inbox::open(&dir.path().join("ground"), Rc::clone(&shelf), None, fast())
+                    .expect("reopens");
+                sent = cut_after + 100;
+            }
+        }
+        let held = shelf
+            .borrow()
+            .delivered
+            .contains_key("tile-00000001-00000002.tif");
+        match outcome {
+            Some(Outcome::Delivered(_)) => {
+                assert!(held, "cut after {cut_after}: confirmed, not held")
+            }
+            other => assert!(!matches!(other, None), "cut after {cut_after}: no outcome"),
+        }
+    }
+}
+
+#[test]
+fn a_file_whose_metadata_was_lost_is_refused_never_confirmed_unheld() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shelf = Rc::new(RefCell::new(Shelf::default()));
+    let mut outbox = Outbox::open(&dir.path().join("board"), None, fast()).expect("opens");
+    let mut inbox =
+        Inbox::open(&dir.path().join("ground"), Rc::clone(&shelf), None, fast()).expect("opens");
+    let path = dir.path().join("tile.tif");
+    std::fs::write(&path, payload(9, 5000)).expect("writes");
+    outbox
+        .start(Transfer {
+            name: "tile-00000001-00000002.tif".into(),
+            path,
+            payload: Payload::Tile,
+        })
+        .expect("starts");
+    let tick = Duration::from_millis(2);
+    let mut to_board = Vec::new();
+    let mut first = true;
+    let mut outcome = None;
+    for _ in 0..3000 {
+        std::thread::sleep(Duration::from_millis(1));
+        let (mut frames, done) = outbox.step(&std::mem::take(&mut to_board), tick);
+        if first && !frames.is_empty() {
+            frames.remove(0); // the metadata PDU is lost
+            first = false;
+        }
+        if done.is_some() {
+            outcome = done;
+            break;
+        }
+        to_board.extend(inbox.step(&frames, tick));
+    }
+    let held = shelf
+        .borrow()
+        .delivered
+        .contains_key("tile-00000001-00000002.tif");
+    // cfdp-rs 0.3 completes such a transaction without ever asking for the metadata again; the
+    // ground cannot name the file, so it refuses it, and the board sends it again whole.
+    match outcome {
+        Some(Outcome::Delivered(_)) => assert!(held, "confirmed but not held"),
+        Some(Outcome::Refused(..)) => assert!(!inbox.take_refusals().is_empty()),
+        other => panic!("{other:?}"),
+    }
+}
