@@ -87,6 +87,23 @@ fn the_model_contract_builds_on_the_wire_crate_alone() {
 }
 
 #[test]
+fn the_link_builds_on_the_wire_crate_alone_and_links_no_sqlite_or_libtorch() {
+    // Both sides run it: it must not pull the ground's archive onto the board, or inference or
+    // training into either.
+    let dependencies = dependencies_of("orbhash-link", &[]);
+    assert!(dependencies.iter().any(|name| name == "cfdp-rs"));
+    assert_eq!(
+        orbhash_crates(&dependencies, "orbhash-link"),
+        vec!["orbhash-wire".to_string()]
+    );
+    assert_none_of(
+        "orbhash-link",
+        &dependencies,
+        &["rusqlite", "tch", "torch-sys", "tract-onnx", "tokio"],
+    );
+}
+
+#[test]
 fn the_inference_library_links_neither_the_board_program_nor_libtorch() {
     let dependencies = dependencies_of("orbhash-infer", &[]);
     assert!(dependencies.iter().any(|name| name == "tract-onnx"));
