@@ -37,7 +37,7 @@ for loss in 0 0.02 0.10; do
       rm -f "$run/down.bin" "$run/up.bin"
     fi
     "$ground" contact --archive "$run/archive" --link "pipe:$run/up.bin,$run/down.bin" \
-      --key-file "$out/mission.key" --until-idle 4s --drop "$loss" --seed 2 --json \
+      --key-file "$out/mission.key" --until-idle 15s --drop "$loss" --seed 2 --json \
       > "$run/ground.json" &
     ground_pid=$!
     "$edge" "${board[@]}" > "$run/edge.json"

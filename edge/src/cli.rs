@@ -236,6 +236,47 @@ fn parse_probability(text: &str) -> Result<f32, String> {
     }
 }
 
+/// The two-way link for people: one line in all, one per pass.
+fn link_lines(link: &crate::contact::ContactSummary) -> Vec<String> {
+    let t = &link.total;
+    let c = &link.commands;
+    let mut lines = vec![format!(
+        "link {}: {} frames acknowledged ({} left queued); tiles sent {}, no longer on board {}, \
+         {} waiting; {} transfers ({} refused by the ground, {} restarted); telecommands {} \
+         accepted, {} rejected",
+        link.endpoint,
+        link.records_frames_acknowledged,
+        link.frames_left,
+        link.tiles_sent.len(),
+        link.tiles_absent.len(),
+        link.tasks_left,
+        t.transactions_started,
+        t.transactions_refused,
+        t.transactions_restarted,
+        c.accepted,
+        c.malformed + c.corrupted + c.unknown + c.forged + c.replayed + c.without_key,
+    )];
+    for pass in &link.passes {
+        let a = &pass.account;
+        lines.push(format!(
+            "  pass {}: down {} B (records {}, tiles {}, resent {}, protocol {}), up {} B, \
+             {} round trips; the channel lost {} and damaged {} of {} frames",
+            pass.pass,
+            a.bytes_sent(),
+            a.record_bytes,
+            a.tile_bytes,
+            a.retransmitted_bytes,
+            a.overhead_bytes,
+            a.bytes_received,
+            a.round_trips,
+            pass.channel.lost,
+            pass.channel.corrupted,
+            pass.channel.frames,
+        ));
+    }
+    lines
+}
+
 /// What screening did, for people: "dropped 312 of 945 tiles labelled cloud (33 %) at confidence
 /// ≥ 0.50: downlink 6.6 kB instead of 9.9 kB; 2556.9 kB of raw tiles not sent". `None` without
 /// `--drop-label`.
@@ -499,6 +540,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
                 if let Some(line) = screening_line(&summary) {
                     eprintln!("orbhash-edge: {line}");
+                }
+                if let Some(link) = &summary.link {
+                    for line in link_lines(link) {
+                        eprintln!("orbhash-edge: {line}");
+                    }
                 }
                 for (tile, reason) in &summary.problems {
                     eprintln!("orbhash-edge: tile {tile}: {reason}");

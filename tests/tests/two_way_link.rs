@@ -63,6 +63,10 @@ impl Setup {
     }
 
     fn board_on(&self, scene: &Path, seed: u64, linger: &str) -> Command {
+        self.board_over(&format!("tcp:127.0.0.1:{}", self.port), scene, seed, linger)
+    }
+
+    fn board_over(&self, link: &str, scene: &Path, seed: u64, linger: &str) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_orbhash-edge-under-test"));
         command
             .args(["run", "--model"])
@@ -70,7 +74,7 @@ impl Setup {
             .arg("--tiles")
             .arg(scene)
             .arg("--link")
-            .arg(format!("tcp:127.0.0.1:{}", self.port))
+            .arg(link)
             .arg("--queue")
             .arg(self.queue())
             .arg("--scene-store")
@@ -555,4 +559,118 @@ fn a_tile_evicted_from_the_board_is_answered_as_no_longer_on_board() {
     );
     let answer = task.answer.unwrap_or_default();
     assert!(answer.contains("no longer on board"), "{answer}");
+}
+
+/// Frames for the board's uplink file: COBS, each ending in `0x00`.
+fn framed(packets: &[Vec<u8>]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for packet in packets {
+        let mut frame = vec![0u8; orbhash_wire::MAX_FRAME_LEN.max(packet.len() * 2 + 8)];
+        let len = orbhash_wire::encode_frame(packet, &mut frame).expect("frames");
+        bytes.extend_from_slice(&frame[..len]);
+    }
+    bytes
+}
+
+#[test]
+fn ten_thousand_hostile_telecommands_change_nothing_and_the_authentic_one_is_obeyed() {
+    use orbhash_wire::{
+        encode_command, Command, CommandHeader, MacKey, StreamPosition, TileList, MAX_COMMAND_LEN,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let setup = setup(dir.path(), false);
+    let key = MacKey::from_hex(KEY).expect("key");
+    let forger = MacKey::new([0x24; 32]);
+    let scene = scene_id_of("scene");
+    let command = |counter: u32, tile: u32, key: &MacKey| {
+        let tiles = [TileRef { scene, tile }];
+        let header = CommandHeader {
+            apid: 0x42,
+            sequence_count: (counter & 0x3fff) as u16,
+            source: 1,
+            position: StreamPosition { epoch: 1, counter },
+        };
+        let mut out = vec![0u8; MAX_COMMAND_LEN];
+        let request = Command::RequestTiles {
+            request: counter,
+            tiles: TileList::Slice(&tiles),
+        };
+        let len = encode_command(&header, &request, key, &mut out).expect("encodes");
+        out.truncate(len);
+        out
+    };
+    let authentic = command(100, 3, &key);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut hostile = Vec::new();
+    for n in 0..10_000u32 {
+        let packet = match n % 5 {
+            // Forged: the right layout under another key.
+            0 => command(200 + n, 9, &forger),
+            // Replayed: the authentic command again, or an older position of it.
+            1 => {
+                if n % 2 == 0 {
+                    authentic.clone()
+                } else {
+                    command(n % 100, 9, &key)
+                }
+            }
+            // Truncated.
+            2 => {
+                let cut = 1 + (random() as usize) % (authentic.len() - 1);
+                authentic[..cut].to_vec()
+            }
+            // Garbled: one to four bits flipped.
+            3 => {
+                let mut garbled = command(300 + n, 9, &key);
+                for _ in 0..=(random() % 4) {
+                    let at = (random() as usize) % garbled.len();
+                    garbled[at] ^= 1 << (random() % 8);
+                }
+                garbled
+            }
+            // Noise that starts like a space packet.
+            _ => {
+                let len = 1 + (random() as usize) % 80;
+                let mut noise: Vec<u8> = (0..len).map(|_| random() as u8).collect();
+                noise[0] &= 0x1f;
+                noise
+            }
+        };
+        hostile.push(packet);
+    }
+    // The authentic command first, then the campaign: what comes after must not undo it.
+    let (down, up) = (dir.path().join("down.bin"), dir.path().join("up.bin"));
+    let mut uplink = framed(&[authentic.clone()]);
+    uplink.extend(framed(&hostile));
+    std::fs::write(&up, uplink).expect("writes the uplink");
+    let link = format!("pipe:{},{}", down.display(), up.display());
+    let output = setup
+        .board_over(&link, &setup.scene, 1, "0s")
+        .args(["--quiet-limit", "3s", "--json"])
+        .stdout(Stdio::piped())
+        .output()
+        .expect("the board runs");
+    assert!(output.status.success(), "{}", setup.logs());
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).expect("summary");
+    let commands = &summary["link"]["commands"];
+    let count = |name: &str| commands[name].as_u64().unwrap_or(u64::MAX);
+    let rejected: u64 = ["malformed", "corrupted", "unknown", "forged", "replayed"]
+        .iter()
+        .map(|name| count(name))
+        .sum();
+    assert_eq!(count("accepted"), 1, "{commands}");
+    assert_eq!(rejected, 10_000, "{commands}");
+    assert!(count("forged") >= 2_000, "{commands}");
+    assert!(count("replayed") >= 2_000, "{commands}");
+    // State: the authentic request alone is on the task list, at its position.
+    let tasks = std::fs::read_to_string(setup.queue().join("tasks")).expect("task list");
+    assert_eq!(tasks, format!("100 {scene:08x} 3\n"));
+    let position = std::fs::read_to_string(setup.queue().join("command-position")).expect("position");
+    assert_eq!(position.trim(), "1 100");
 }

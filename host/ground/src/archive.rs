@@ -164,6 +164,15 @@ CREATE TABLE tasks (
     answer TEXT                         -- the board's words when it could not send the tile
 );
 CREATE INDEX tasks_by_tile ON tasks (scene_id, tile_id);
+CREATE TABLE telecommands (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,                 -- cancel-request | set-retention
+    request INTEGER,                    -- cancel-request: the request
+    capacity_bytes INTEGER,             -- set-retention
+    max_age_s INTEGER,                  -- set-retention
+    queued_ms INTEGER NOT NULL,
+    uplinked INTEGER NOT NULL DEFAULT 0 -- times sent so far
+);
 CREATE TABLE uplink (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     epoch INTEGER NOT NULL,

@@ -50,6 +50,21 @@ pub enum GroundCommand {
     /// The tasked tiles and their status (requested, sent, received, no longer on board,
     /// cancelled); --export copies the received GeoTIFFs out.
     Tiles(TilesArgs),
+    /// Set the board's scene-store retention (capacity, maximum age) by telecommand at the next
+    /// contacts; the board evicts what the new policy no longer allows, oldest first.
+    Retention(RetentionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    #[command(flatten)]
+    pub archive: ArchiveArg,
+    /// Bytes of scenes the board keeps.
+    #[arg(long, value_name = "BYTES")]
+    pub capacity: u64,
+    /// Scenes older than this many seconds are evicted (0: only capacity evicts).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub max_age: u32,
 }
 
 #[derive(Debug, Args)]
@@ -325,6 +340,19 @@ pub fn run(args: GroundArgs) -> anyhow::Result<()> {
         GroundCommand::Contact(args) => contact(&args),
         GroundCommand::Task(args) => task(&args),
         GroundCommand::Tiles(args) => tiles(&args),
+        GroundCommand::Retention(args) => {
+            Archive::open(&args.archive.archive)?.queue_command(
+                crate::tasks::QueuedCommand::SetRetention {
+                    capacity_bytes: args.capacity,
+                    max_age_s: args.max_age,
+                },
+            )?;
+            println!(
+                "set-retention ({} bytes, max age {} s) queued: it goes up at the next contacts",
+                args.capacity, args.max_age
+            );
+            Ok(())
+        }
     }
 }
 
@@ -425,7 +453,7 @@ fn task(args: &TaskArgs) -> anyhow::Result<()> {
     let archive = Archive::open(&args.archive.archive)?;
     if let Some(request) = args.cancel {
         let cancelled = archive.cancel_request(request)?;
-        println!("request {request}: {cancelled} tiles cancelled");
+        println!("request {request}: {cancelled} tiles cancelled; the cancel goes up at the next contacts");
         return Ok(());
     }
     let mut tiles = Vec::new();

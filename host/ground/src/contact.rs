@@ -20,14 +20,15 @@ use orbhash_link::{
     Account, Consignee, DeliveryConfig, Inbox, LinkOptions, LinkSession, PassAccount, Payload,
 };
 use orbhash_wire::{
-    encode_command, frame_kind, Command, CommandHeader, FrameKind, MacKey, TileList, TileRef,
+    encode_command, frame_kind, Command, CommandHeader, FrameKind, MacKey, RetentionPolicy, TileList,
+    TileRef,
     MAX_COMMAND_LEN, MAX_TILES_PER_REQUEST,
 };
 use serde::Serialize;
 
 use crate::archive::Archive;
 use crate::ingest::{ingest_reader, Committer, IngestOptions};
-use crate::tasks::{tile_of_file_name, TILES_DIR};
+use crate::tasks::{tile_of_file_name, QueuedCommand, TILES_DIR};
 use crate::{GroundError, Result};
 
 /// How the ground station runs its side of a two-way link.
@@ -304,6 +305,31 @@ fn uplink_requests(
             commands.push(packet);
             archive.note_uplinked(request)?;
         }
+    }
+    for (id, queued) in archive.queued_commands()? {
+        let command = match queued {
+            QueuedCommand::CancelRequest { request } => Command::CancelRequest { request },
+            QueuedCommand::SetRetention {
+                capacity_bytes,
+                max_age_s,
+            } => Command::SetRetention(RetentionPolicy {
+                capacity_bytes,
+                max_age_s,
+            }),
+        };
+        let header = CommandHeader {
+            apid: options.apid,
+            sequence_count: *sequence_count,
+            source: options.source,
+            position: archive.next_command_position()?,
+        };
+        *sequence_count = (*sequence_count + 1) % 0x4000;
+        let mut packet = vec![0u8; MAX_COMMAND_LEN];
+        let len = encode_command(&header, &command, key, &mut packet)
+            .map_err(|e| GroundError::Link(format!("{}: {e:?}", command.name())))?;
+        packet.truncate(len);
+        commands.push(packet);
+        archive.note_command_uplinked(id)?;
     }
     Ok(commands)
 }

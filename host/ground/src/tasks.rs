@@ -27,6 +27,19 @@ use crate::{now_ms, GroundError, Result};
 /// Where received tiles are kept, inside the archive directory.
 pub const TILES_DIR: &str = "tiles";
 
+/// How often a cancel or retention command goes up. The board confirms neither (tile requests
+/// are confirmed by the tiles themselves), and both are idempotent, so each is repeated at this
+/// many command intervals of contact.
+pub const UPLINK_REPEATS: u32 = 5;
+
+/// A command queued for the uplink besides tile requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueuedCommand {
+    CancelRequest { request: u32 },
+    SetRetention { capacity_bytes: u64, max_age_s: u32 },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TaskStatus {
@@ -241,15 +254,99 @@ impl Archive {
         Ok(())
     }
 
-    /// Cancels what is left of `request`; returns how many tiles.
+    /// Cancels what is left of `request` and queues the cancel command for the board; returns
+    /// how many tiles.
     pub fn cancel_request(&self, request: u32) -> Result<usize> {
-        self.connection()
+        let sql = sql(self);
+        let cancelled = self
+            .connection()
             .execute(
                 "UPDATE tasks SET status = 'cancelled', updated_ms = ?2 WHERE request = ?1
                  AND status IN ('requested', 'sent')",
                 params![request, now_ms()],
             )
-            .map_err(sql(self))
+            .map_err(&sql)?;
+        self.queue_command(QueuedCommand::CancelRequest { request })?;
+        Ok(cancelled)
+    }
+
+    /// Queues `command` for the next contacts (see [`UPLINK_REPEATS`]).
+    pub fn queue_command(&self, command: QueuedCommand) -> Result<()> {
+        let (kind, request, capacity, max_age) = match command {
+            QueuedCommand::CancelRequest { request } => ("cancel-request", Some(request), None, None),
+            QueuedCommand::SetRetention {
+                capacity_bytes,
+                max_age_s,
+            } => (
+                "set-retention",
+                None,
+                Some(i64::try_from(capacity_bytes).unwrap_or(i64::MAX)),
+                Some(max_age_s),
+            ),
+        };
+        self.connection()
+            .execute(
+                "INSERT INTO telecommands (kind, request, capacity_bytes, max_age_s, queued_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![kind, request, capacity, max_age, now_ms()],
+            )
+            .map_err(sql(self))?;
+        Ok(())
+    }
+
+    /// Queued commands still to repeat: (row id, command).
+    pub fn queued_commands(&self) -> Result<Vec<(i64, QueuedCommand)>> {
+        let sql = sql(self);
+        let mut statement = self
+            .connection()
+            .prepare_cached(
+                "SELECT id, kind, request, capacity_bytes, max_age_s FROM telecommands
+                 WHERE uplinked < ?1 ORDER BY id",
+            )
+            .map_err(&sql)?;
+        let rows = statement
+            .query_map(params![UPLINK_REPEATS], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, Option<u32>>(2)?,
+                    row.get::<_, Option<i64>>(3)?,
+                    row.get::<_, Option<u32>>(4)?,
+                ))
+            })
+            .map_err(&sql)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(&sql)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, kind, request, capacity, max_age)| {
+                let command = match (kind.as_str(), request, capacity, max_age) {
+                    ("cancel-request", Some(request), _, _) => {
+                        QueuedCommand::CancelRequest { request }
+                    }
+                    ("set-retention", _, Some(capacity), Some(max_age_s)) => {
+                        QueuedCommand::SetRetention {
+                            capacity_bytes: u64::try_from(capacity).unwrap_or(0),
+                            max_age_s,
+                        }
+                    }
+                    // A row this build cannot read is not sent: sending a guess would be worse.
+                    _ => return None,
+                };
+                Some((id, command))
+            })
+            .collect())
+    }
+
+    /// One more uplink of queued command `id`.
+    pub fn note_command_uplinked(&self, id: i64) -> Result<()> {
+        self.connection()
+            .execute(
+                "UPDATE telecommands SET uplinked = uplinked + 1 WHERE id = ?1",
+                params![id],
+            )
+            .map_err(sql(self))?;
+        Ok(())
     }
 
     /// The board started sending `tile`.

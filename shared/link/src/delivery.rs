@@ -168,10 +168,11 @@ pub enum DeliveryError {
 /// bytes (COBS and delimiter included).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
-    /// File content sent for the first time, by payload.
+    /// File content of the transfers delivered, by payload (each byte once).
     pub record_bytes: u64,
     pub tile_bytes: u64,
-    /// Wire bytes of file data sent again (NAKed, or a transaction restarted).
+    /// File data sent again (NAKed), or sent in a transfer that was not delivered and so is
+    /// sent again (wire bytes of repeated PDUs, content bytes of undelivered transfers).
     pub retransmitted_bytes: u64,
     /// Every other wire byte sent: PDU headers, directives, MACs, framing.
     pub overhead_bytes: u64,
@@ -381,6 +382,9 @@ struct Active {
     sequence: u64,
     /// File bytes sent so far: file data below it is a retransmission.
     high_water: u64,
+    /// File bytes sent once in this transaction: payload if it is delivered, resent data if not
+    /// (the next transaction sends them again).
+    first_sends: u64,
     /// Contact time since the ground was last heard in this transaction.
     silent: Duration,
 }
@@ -504,6 +508,7 @@ impl Outbox {
             transfer,
             sequence: u64::from(sequence),
             high_water: 0,
+            first_sends: 0,
             silent: Duration::ZERO,
         });
         Ok(())
@@ -583,10 +588,7 @@ impl Outbox {
                     let fresh = offset + len - active.high_water.max(offset);
                     let retransmitted = len - fresh;
                     active.high_water = offset + len;
-                    match active.transfer.payload {
-                        Payload::Records => self.account.record_bytes += fresh,
-                        Payload::Tile | Payload::TileAnswer => self.account.tile_bytes += fresh,
-                    }
+                    active.first_sends += fresh;
                     self.account.retransmitted_bytes += retransmitted;
                     self.account.overhead_bytes += wire - len;
                 }
@@ -600,14 +602,22 @@ impl Outbox {
     fn outcome(&mut self, heard: bool, contact: Duration) -> Option<Outcome> {
         let active = self.active.as_mut()?;
         if let Some(finished) = self.user.finished.take() {
-            let transfer = self.active.take()?.transfer;
+            let done = self.active.take()?;
+            let transfer = done.transfer;
             let complete = finished.condition_code == ConditionCode::NoError
                 && finished.delivery_code == DeliveryCode::Complete;
             return Some(if complete {
                 self.account.transactions_completed += 1;
+                match transfer.payload {
+                    Payload::Records => self.account.record_bytes += done.first_sends,
+                    Payload::Tile | Payload::TileAnswer => {
+                        self.account.tile_bytes += done.first_sends
+                    }
+                }
                 Outcome::Delivered(transfer)
             } else {
                 self.account.transactions_refused += 1;
+                self.account.retransmitted_bytes += done.first_sends;
                 Outcome::Refused(
                     transfer,
                     format!(
@@ -634,8 +644,9 @@ impl Outbox {
                     .unwrap_or_else(|| "ended without a Finished PDU".into())
             };
             self.account.transactions_restarted += 1;
-            let transfer = self.active.take()?.transfer;
-            return Some(Outcome::Restarted(transfer, why));
+            let done = self.active.take()?;
+            self.account.retransmitted_bytes += done.first_sends;
+            return Some(Outcome::Restarted(done.transfer, why));
         }
         None
     }
