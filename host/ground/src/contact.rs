@@ -20,9 +20,8 @@ use orbhash_link::{
     Account, Consignee, DeliveryConfig, Inbox, LinkOptions, LinkSession, PassAccount, Payload,
 };
 use orbhash_wire::{
-    encode_command, frame_kind, Command, CommandHeader, FrameKind, MacKey, RetentionPolicy, TileList,
-    TileRef,
-    MAX_COMMAND_LEN, MAX_TILES_PER_REQUEST,
+    encode_command, frame_kind, Command, CommandHeader, FrameKind, MacKey, RetentionPolicy,
+    TileList, TileRef, MAX_COMMAND_LEN, MAX_TILES_PER_REQUEST,
 };
 use serde::Serialize;
 

@@ -273,7 +273,9 @@ impl Archive {
     /// Queues `command` for the next contacts (see [`UPLINK_REPEATS`]).
     pub fn queue_command(&self, command: QueuedCommand) -> Result<()> {
         let (kind, request, capacity, max_age) = match command {
-            QueuedCommand::CancelRequest { request } => ("cancel-request", Some(request), None, None),
+            QueuedCommand::CancelRequest { request } => {
+                ("cancel-request", Some(request), None, None)
+            }
             QueuedCommand::SetRetention {
                 capacity_bytes,
                 max_age_s,

@@ -51,6 +51,7 @@ use cfdp_spacepackets::cfdp::pdu::finished::{
 use cfdp_spacepackets::cfdp::pdu::metadata::MetadataPduReader;
 use cfdp_spacepackets::cfdp::pdu::WritablePduPacket;
 use cfdp_spacepackets::cfdp::pdu::{FileDirectiveType, PduHeader};
+use cfdp_spacepackets::cfdp::tlv::EntityIdTlv;
 use cfdp_spacepackets::cfdp::{ChecksumType, ConditionCode, PduType, TransmissionMode};
 use cfdp_spacepackets::util::{UnsignedByteFieldU16, UnsignedEnum};
 use orbhash_wire::{open_pdu_frame, pdu_mac, MacKey, TileRef};
@@ -387,6 +388,10 @@ struct Active {
     first_sends: u64,
     /// Contact time since the ground was last heard in this transaction.
     silent: Duration,
+    /// The ground's answer, from the Finished PDU itself: cfdp-rs 0.3 reports "no error,
+    /// complete" for a transaction that ends without one (its default for unacknowledged
+    /// transfers), and did so here for refused files too, so its indication decides nothing.
+    answer: Option<(ConditionCode, DeliveryCode)>,
 }
 
 /// The board's side: sends one file at a time and reports how each ended.
@@ -510,6 +515,7 @@ impl Outbox {
             high_water: 0,
             first_sends: 0,
             silent: Duration::ZERO,
+            answer: None,
         });
         Ok(())
     }
@@ -541,6 +547,11 @@ impl Outbox {
             if self.sent_since_heard {
                 self.account.round_trips += 1;
                 self.sent_since_heard = false;
+            }
+            if let (Ok(finished), Some(active)) =
+                (FinishedPduReader::new(pdu), self.active.as_mut())
+            {
+                active.answer = Some((finished.condition_code(), finished.delivery_code()));
             }
             if self
                 .handler
@@ -601,11 +612,14 @@ impl Outbox {
 
     fn outcome(&mut self, heard: bool, contact: Duration) -> Option<Outcome> {
         let active = self.active.as_mut()?;
-        if let Some(finished) = self.user.finished.take() {
+        // The transfer ends when the ground has answered and the library has closed it (it
+        // acknowledges the Finished PDU first), decided by the answer alone.
+        let closed = self.user.finished.take().is_some() || self.handler.state() == State::Idle;
+        if let (true, Some((condition, delivery))) = (closed, active.answer) {
             let done = self.active.take()?;
             let transfer = done.transfer;
-            let complete = finished.condition_code == ConditionCode::NoError
-                && finished.delivery_code == DeliveryCode::Complete;
+            let complete =
+                condition == ConditionCode::NoError && delivery == DeliveryCode::Complete;
             return Some(if complete {
                 self.account.transactions_completed += 1;
                 match transfer.payload {
@@ -618,13 +632,7 @@ impl Outbox {
             } else {
                 self.account.transactions_refused += 1;
                 self.account.retransmitted_bytes += done.first_sends;
-                Outcome::Refused(
-                    transfer,
-                    format!(
-                        "{:?}, {:?}",
-                        finished.condition_code, finished.delivery_code
-                    ),
-                )
+                Outcome::Refused(transfer, format!("{condition:?}, {delivery:?}"))
             });
         }
         if heard {
@@ -1012,13 +1020,13 @@ fn refuse_finished(pdus: &mut [Vec<u8>]) {
         let Ok(finished) = FinishedPduReader::new(pdu) else {
             continue;
         };
-        let refusal = FinishedPduCreator::new(
+        // A condition other than "no error" names where the fault lies: here.
+        let refusal = FinishedPduCreator::new_with_error(
             *finished.pdu_header(),
             ConditionCode::FilestoreRejection,
             DeliveryCode::Incomplete,
             FileStatus::Retained,
-            &[],
-            None,
+            EntityIdTlv::new(UnsignedByteFieldU16::new(GROUND_ENTITY).into()),
         );
         *pdu = refusal.to_vec().unwrap_or_default();
     }

@@ -5,6 +5,7 @@ use cfdp_spacepackets::cfdp::pdu::finished::{
     DeliveryCode, FileStatus, FinishedPduCreator, FinishedPduReader,
 };
 use cfdp_spacepackets::cfdp::pdu::{CommonPduConfig, PduHeader, WritablePduPacket};
+use cfdp_spacepackets::cfdp::tlv::EntityIdTlv;
 use cfdp_spacepackets::cfdp::{ConditionCode, CrcFlag};
 use cfdp_spacepackets::util::{UnsignedByteFieldU16, UnsignedByteFieldU32};
 use orbhash_link::delivery::{BOARD_ENTITY, GROUND_ENTITY};
@@ -32,9 +33,18 @@ fn finished(delivery: DeliveryCode, condition: ConditionCode) -> Vec<u8> {
     .expect("config");
     config.crc_flag = CrcFlag::WithCrc;
     let header = PduHeader::new_for_file_directive(config, 0);
-    FinishedPduCreator::new(header, condition, delivery, FileStatus::Retained, &[], None)
-        .to_vec()
-        .expect("writes")
+    let fault_location = (condition != ConditionCode::NoError)
+        .then(|| EntityIdTlv::new(UnsignedByteFieldU16::new(GROUND_ENTITY).into()));
+    FinishedPduCreator::new(
+        header,
+        condition,
+        delivery,
+        FileStatus::Retained,
+        &[],
+        fault_location,
+    )
+    .to_vec()
+    .expect("writes")
 }
 
 #[test]
@@ -54,16 +64,16 @@ fn the_documented_finished_frame_is_what_the_layers_write_and_read() {
     let reader = FinishedPduReader::new(opened).expect("reads");
     assert_eq!(reader.delivery_code(), DeliveryCode::Complete);
     assert_eq!(reader.condition_code(), ConditionCode::NoError);
-    // The ground's refusal differs in the condition and delivery byte, and so in CRC and MAC.
+    // The ground's refusal: a longer data field (the fault location), another status byte.
     let refused = finished(DeliveryCode::Incomplete, ConditionCode::FilestoreRejection);
-    let differing: Vec<usize> = (0..pdu.len()).filter(|&i| pdu[i] != refused[i]).collect();
-    assert_eq!(
-        differing,
-        [13, 14, 15],
-        "the status byte (the 14th) and the CRC"
-    );
+    let hex: Vec<String> = refused.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(
         documented("<!-- example-refused -->"),
-        refused[13..=13].to_vec()
+        refused,
+        "{}",
+        hex.join(" ")
     );
+    let reader = FinishedPduReader::new(&refused).expect("reads");
+    assert_eq!(reader.delivery_code(), DeliveryCode::Incomplete);
+    assert_eq!(reader.condition_code(), ConditionCode::FilestoreRejection);
 }
