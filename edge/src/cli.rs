@@ -453,7 +453,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )
             });
             let downlink = match (args.link, args.downlink) {
-                (Some(endpoint), _) => Downlink::TwoWay(ContactOptions {
+                (Some(endpoint), _) => Downlink::TwoWay(Box::new(ContactOptions {
                     link: LinkOptions {
                         endpoint,
                         impairment: Impairment {
@@ -480,7 +480,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     linger: args.linger,
                     quiet_limit: args.quiet_limit,
                     scene_store: scene_store.clone(),
-                }),
+                })),
                 (None, Some(target)) => Downlink::OneWay {
                     target,
                     simulation: args.link_up.map(|up| Simulation {

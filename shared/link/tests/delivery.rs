@@ -272,7 +272,7 @@ fn a_ground_restarted_mid_transfer_never_confirms_a_file_it_does_not_hold() {
             Some(Outcome::Delivered(_)) => {
                 assert!(held, "cut after {cut_after}: confirmed, not held")
             }
-            other => assert!(!matches!(other, None), "cut after {cut_after}: no outcome"),
+            other => assert!(other.is_some(), "cut after {cut_after}: no outcome"),
         }
     }
 }
