@@ -129,15 +129,17 @@ ground tiles --archive "$out/archive"
 
 step "report"
 value() { sed -n "s/.*\"$1\": \\([0-9.e+-]*\\).*/\\1/p;T;q" "$2"; }
+total() { sed -n '/"total": {/,/}/p' "$2" | sed -n "s/.*\"$1\": \([0-9]*\).*/\1/p;T;q"; }
+sum() { sed -n "s/.*\"$1\": \([0-9]*\).*/\1/p" "$2" | awk '{ s += $1 } END { print s + 0 }'; }
 raw=$(value raw_tile_bytes "$out/edge-run.json")
-sent=$(value bytes_received "$out/ground-contact.json")
+sent=$(total bytes_received "$out/ground-contact.json")
 echo "retrieval mAP:          $(value map "$out/report.json")"
 echo "classification OA:      $(value overall_accuracy "$out/report.json")"
 echo "tiles hashed on board:  $(value tiles_hashed "$out/edge-run.json") at $(value tiles_per_second "$out/edge-run.json") tiles/s"
 echo "records on the ground:  $(value records_stored "$out/ground-contact.json") of $(value tiles_hashed "$out/edge-run.json") hashed"
 echo "downlinked:             $sent B (acknowledged delivery, retransmissions included) for $raw B of raw tiles (ratio $(( raw / (sent > 0 ? sent : 1) )):1)"
-echo "link damage:            $(value lost "$out/edge-run.json") of $(value frames "$out/edge-run.json") frames lost down, $(value corrupted "$out/edge-run.json") damaged; every loss was resent"
-echo "tasked tile:            $(ground tiles --archive "$out/archive" | sed -n '2p' | awk '{print $4, $5, "bytes,", $6, $7, $8, $9}')"
+echo "link damage:            $(sum lost "$out/edge-run.json") of $(sum frames "$out/edge-run.json") frames lost down, $(sum corrupted "$out/edge-run.json") damaged, $(sum duplicated "$out/edge-run.json") duplicated; $(total retransmitted_bytes "$out/edge-run.json") B resent"
+echo "tasked tile:            $(ground tiles --archive "$out/archive" | sed -n '2p' | awk '{print $4, $5, "bytes,", $6, $7, $8, $9, "origin", $10, $11, $12}')"
 echo "plots and reports:      $out/ (report.json, pr_curve.png, precision_at_k.png, training_loss.png)"
 echo "models:                 $out/dhcnn64-f32.onnx, $out/dhcnn64-int8.onnx"
 finished=$(date +%s)

@@ -62,7 +62,7 @@ pub struct Link {
     writer: Option<Box<dyn Write + Send>>,
     simulation: Option<Simulation>,
     started: Instant,
-    rng: u64,
+    random: orbhash_link::SplitMix64,
     pub channel: ChannelStats,
 }
 
@@ -74,23 +74,17 @@ impl Link {
             writer: None,
             simulation,
             started: Instant::now(),
-            // SplitMix64 state: a seeded, dependency-free stream is all the channel model needs.
-            rng: seed ^ 0x9e37_79b9_7f4a_7c15,
+            random: orbhash_link::SplitMix64::new(seed),
             channel: ChannelStats::default(),
         }
     }
 
     fn next_random(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.random.next_u64()
     }
 
     fn chance(&mut self, probability: f64) -> bool {
-        let uniform = (self.next_random() >> 11) as f64 / (1u64 << 53) as f64;
-        probability > 0.0 && uniform < probability
+        self.random.chance(probability)
     }
 
     /// How long until the link is up; zero when it is up now.

@@ -280,7 +280,29 @@ impl Trouble {
     }
 }
 
-/// The telecommands that ask for the open tile requests, each position made durable first.
+/// One signed telecommand at the next stream position, made durable before it is used.
+fn sign(
+    archive: &Archive,
+    options: &ContactOptions,
+    key: &MacKey,
+    sequence_count: &mut u16,
+    command: &Command<'_>,
+) -> Result<Vec<u8>> {
+    let header = CommandHeader {
+        apid: options.apid,
+        sequence_count: *sequence_count,
+        source: options.source,
+        position: archive.next_command_position()?,
+    };
+    *sequence_count = (*sequence_count + 1) % 0x4000;
+    let mut packet = vec![0u8; MAX_COMMAND_LEN];
+    let len = encode_command(&header, command, key, &mut packet)
+        .map_err(|e| GroundError::Link(format!("{}: {e:?}", command.name())))?;
+    packet.truncate(len);
+    Ok(packet)
+}
+
+/// The telecommands for the open tile requests and the queued cancel and retention commands.
 fn uplink_requests(
     archive: &Archive,
     options: &ContactOptions,
@@ -290,18 +312,8 @@ fn uplink_requests(
     let mut commands = Vec::new();
     for (request, tiles) in archive.tiles_to_uplink()? {
         for chunk in tiles.chunks(usize::from(MAX_TILES_PER_REQUEST)) {
-            let header = CommandHeader {
-                apid: options.apid,
-                sequence_count: *sequence_count,
-                source: options.source,
-                position: archive.next_command_position()?,
-            };
-            *sequence_count = (*sequence_count + 1) % 0x4000;
-            let mut packet = vec![0u8; MAX_COMMAND_LEN];
-            let len = encode_command(&header, &request_command(request, chunk), key, &mut packet)
-                .map_err(|e| GroundError::Link(format!("request {request}: {e:?}")))?;
-            packet.truncate(len);
-            commands.push(packet);
+            let command = request_command(request, chunk);
+            commands.push(sign(archive, options, key, sequence_count, &command)?);
             archive.note_uplinked(request)?;
         }
     }
@@ -316,18 +328,7 @@ fn uplink_requests(
                 max_age_s,
             }),
         };
-        let header = CommandHeader {
-            apid: options.apid,
-            sequence_count: *sequence_count,
-            source: options.source,
-            position: archive.next_command_position()?,
-        };
-        *sequence_count = (*sequence_count + 1) % 0x4000;
-        let mut packet = vec![0u8; MAX_COMMAND_LEN];
-        let len = encode_command(&header, &command, key, &mut packet)
-            .map_err(|e| GroundError::Link(format!("{}: {e:?}", command.name())))?;
-        packet.truncate(len);
-        commands.push(packet);
+        commands.push(sign(archive, options, key, sequence_count, &command)?);
         archive.note_command_uplinked(id)?;
     }
     Ok(commands)

@@ -81,12 +81,35 @@ pub struct ChannelStats {
     pub duplicated: u64,
 }
 
+/// SplitMix64: a seeded, dependency-free stream is all a channel model needs.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        Self(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// `true` with `probability`.
+    pub fn chance(&mut self, probability: f64) -> bool {
+        let uniform = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        probability > 0.0 && uniform < probability
+    }
+}
+
 /// A seeded damage model for one direction.
 #[derive(Debug, Clone)]
 pub struct Channel {
     impairment: Impairment,
-    /// SplitMix64: a seeded, dependency-free stream is all the channel model needs.
-    state: u64,
+    random: SplitMix64,
     pub stats: ChannelStats,
 }
 
@@ -94,7 +117,7 @@ impl Channel {
     pub fn new(impairment: Impairment) -> Self {
         Self {
             impairment,
-            state: impairment.seed ^ 0x9e37_79b9_7f4a_7c15,
+            random: SplitMix64::new(impairment.seed),
             stats: ChannelStats::default(),
         }
     }
@@ -104,16 +127,11 @@ impl Channel {
     }
 
     fn next_random(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.random.next_u64()
     }
 
     fn chance(&mut self, probability: f64) -> bool {
-        let uniform = (self.next_random() >> 11) as f64 / (1u64 << 53) as f64;
-        probability > 0.0 && uniform < probability
+        self.random.chance(probability)
     }
 
     /// The copies of `frame` that arrive: none, one (perhaps damaged) or two.

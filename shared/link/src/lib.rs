@@ -16,7 +16,7 @@ pub mod delivery;
 pub mod session;
 pub mod transport;
 
-pub use channel::{Channel, ChannelStats, ContactPlan, Impairment};
+pub use channel::{Channel, ChannelStats, ContactPlan, Impairment, SplitMix64};
 pub use delivery::{
     Account, Consignee, DeliveryConfig, DeliveryError, Inbox, Outbox, Outcome, Payload, Transfer,
 };
