@@ -65,6 +65,11 @@ pub struct ContactSummary {
 /// Puts what the board delivers where it belongs.
 struct Station {
     committer: Committer,
+    /// A commit failed: the committer's in-memory state is not trusted again; the next file
+    /// reopens the archive first.
+    broken: bool,
+    archive_dir: PathBuf,
+    ingest_options: IngestOptions,
     tiles_dir: PathBuf,
     stream: u64,
     summary: ContactSummary,
@@ -72,6 +77,19 @@ struct Station {
 
 impl Station {
     fn ingest(&mut self, name: &str, path: &Path) -> Result<()> {
+        if self.broken {
+            self.committer = Committer::new(
+                Archive::open(&self.archive_dir)?,
+                self.ingest_options.clone(),
+            );
+            self.broken = false;
+        }
+        let outcome = self.ingest_file(name, path);
+        self.broken = outcome.is_err();
+        outcome
+    }
+
+    fn ingest_file(&mut self, name: &str, path: &Path) -> Result<()> {
         self.stream += 1;
         let file = std::fs::File::open(path).map_err(|source| GroundError::Io {
             path: path.to_path_buf(),
@@ -155,15 +173,16 @@ fn request_command<'a>(request: u32, tiles: &'a [TileRef]) -> Command<'a> {
 /// Runs the ground station's side of the link on the archive in `dir`.
 pub fn run_contact(dir: &Path, options: &ContactOptions) -> Result<ContactSummary> {
     let archive = Archive::open(dir)?;
-    let committer = Committer::new(
-        archive,
-        IngestOptions {
-            key: options.key.clone(),
-            ..IngestOptions::default()
-        },
-    );
+    let ingest_options = IngestOptions {
+        key: options.key.clone(),
+        ..IngestOptions::default()
+    };
+    let committer = Committer::new(archive, ingest_options.clone());
     let station = Rc::new(RefCell::new(Station {
         committer,
+        broken: false,
+        archive_dir: dir.to_path_buf(),
+        ingest_options,
         tiles_dir: dir.join(TILES_DIR),
         stream: 0,
         summary: ContactSummary::default(),
@@ -310,7 +329,8 @@ fn uplink_requests(
     sequence_count: &mut u16,
 ) -> Result<Vec<Vec<u8>>> {
     let mut commands = Vec::new();
-    for (request, tiles) in archive.tiles_to_uplink()? {
+    let stale_ms = i64::try_from((options.command_interval * 10).as_millis()).unwrap_or(i64::MAX);
+    for (request, tiles) in archive.tiles_to_uplink(stale_ms)? {
         for chunk in tiles.chunks(usize::from(MAX_TILES_PER_REQUEST)) {
             let command = request_command(request, chunk);
             commands.push(sign(archive, options, key, sequence_count, &command)?);

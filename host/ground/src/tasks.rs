@@ -222,14 +222,17 @@ impl Archive {
             .collect())
     }
 
-    /// Tiles still to ask for, by request, in request order.
-    pub fn tiles_to_uplink(&self) -> Result<Vec<(u32, Vec<TileRef>)>> {
+    /// Tiles still to ask for, by request, in request order: those requested, and those the
+    /// board began to send more than `stale_ms` ago without their file arriving (a transfer can
+    /// end on board without reaching the ground; asking again is harmless, the board ignores a
+    /// tile it still has queued).
+    pub fn tiles_to_uplink(&self, stale_ms: i64) -> Result<Vec<(u32, Vec<TileRef>)>> {
         let mut requests: Vec<(u32, Vec<TileRef>)> = Vec::new();
-        for task in self
-            .tasks()?
-            .into_iter()
-            .filter(|t| t.status == TaskStatus::Requested)
-        {
+        let stale_before = now_ms() - stale_ms;
+        for task in self.tasks()?.into_iter().filter(|t| {
+            t.status == TaskStatus::Requested
+                || (t.status == TaskStatus::Sent && t.updated_ms < stale_before)
+        }) {
             let tile = TileRef {
                 scene: task.scene_id,
                 tile: task.tile_id,
@@ -247,7 +250,7 @@ impl Archive {
         self.connection()
             .execute(
                 "UPDATE tasks SET uplinked = uplinked + 1 WHERE request = ?1
-                 AND status = 'requested'",
+                 AND status IN ('requested', 'sent')",
                 params![request],
             )
             .map_err(sql(self))?;
