@@ -253,8 +253,8 @@ fn link_lines(link: &crate::contact::ContactSummary) -> Vec<String> {
         t.transactions_started,
         t.transactions_refused,
         t.transactions_restarted,
-        c.accepted,
-        c.malformed + c.corrupted + c.unknown + c.forged + c.replayed + c.without_key,
+        c.gate.accepted,
+        c.rejected(),
     )];
     for pass in &link.passes {
         let a = &pass.account;

@@ -21,10 +21,11 @@ use std::time::{Duration, Instant, SystemTime};
 use orbhash_contract::card::ModelCard;
 use orbhash_link::{
     Account, DeliveryConfig, LinkOptions, LinkSession, Outbox, Outcome, PassAccount, Payload,
-    Transfer,
+    Round, Transfer,
 };
 use orbhash_wire::{
-    frame_kind, Command, CommandGate, FrameKind, MacKey, RetentionPolicy, StreamPosition,
+    frame_kind, Command, CommandGate, CommandStats, FrameKind, MacKey, RetentionPolicy,
+    StreamPosition,
 };
 use serde::Serialize;
 
@@ -77,16 +78,18 @@ pub enum ContactError {
     CorruptPosition { path: PathBuf, text: String },
 }
 
-/// Telecommands by outcome (the wire crate's counters, plus those refused for want of a key).
+/// Telecommands by outcome: the gate's counters, plus those refused for want of a key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CommandCounts {
-    pub accepted: u64,
-    pub malformed: u64,
-    pub corrupted: u64,
-    pub unknown: u64,
-    pub forged: u64,
-    pub replayed: u64,
+    #[serde(flatten)]
+    pub gate: CommandStats,
     pub without_key: u64,
+}
+
+impl CommandCounts {
+    pub fn rejected(&self) -> u64 {
+        self.gate.rejected() + self.without_key
+    }
 }
 
 /// What the board's side of the link did, for the run summary.
@@ -177,11 +180,7 @@ impl Board<'_> {
         };
         let admitted = gate.admit(packet);
         let stats = *gate.stats();
-        let counts = &mut self.summary.commands;
-        (counts.accepted, counts.malformed, counts.corrupted) =
-            (stats.accepted, stats.malformed, stats.corrupted);
-        (counts.unknown, counts.forged, counts.replayed) =
-            (stats.unknown, stats.forged, stats.replayed);
+        self.summary.commands.gate = stats;
         let (header, command) = match admitted {
             Ok(admitted) => admitted,
             Err(error) => {
@@ -367,7 +366,6 @@ pub fn run_contact(
     let mut sending: Option<Sending> = None;
     let mut retry_at: Option<Instant> = None;
     let mut last_heard = Instant::now();
-    let mut last_step: Option<Instant> = None;
     let mut accounted = Account::default();
     loop {
         let nothing_to_send = sending.is_none()
@@ -384,16 +382,14 @@ pub fn run_contact(
             );
             break;
         }
-        let wait = session.wait_for_contact();
-        if !wait.is_zero() {
-            last_step = None;
-            std::thread::sleep(wait.min(Duration::from_millis(100)));
+        let Some(Round {
+            frames: received,
+            contact,
+        }) = session.next_round()
+        else {
             continue;
-        }
-        let received = session.receive(Duration::from_millis(5));
+        };
         let now = Instant::now();
-        let contact = last_step.map_or(Duration::ZERO, |last| now - last);
-        last_step = Some(now);
         if !received.is_empty() {
             last_heard = now;
         }

@@ -519,7 +519,7 @@ fn read_body<'a>(subtype: u8, fields: &mut Reader<'a>) -> Result<Command<'a>, Co
 }
 
 /// Every command the board has seen, by outcome.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CommandStats {
     pub accepted: u64,
     /// Wrong length, not a telecommand, or another PUS version.

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use orbhash_link::{
     Account, Consignee, DeliveryConfig, Inbox, LinkOptions, LinkSession, PassAccount, Payload,
+    Round,
 };
 use orbhash_wire::{
     encode_command, frame_kind, Command, CommandHeader, FrameKind, MacKey, RetentionPolicy,
@@ -199,7 +200,6 @@ pub fn run_contact(dir: &Path, options: &ContactOptions) -> Result<ContactSummar
         source,
     })?;
     let mut last_heard = Instant::now();
-    let mut last_step: Option<Instant> = None;
     let mut last_command: Option<Instant> = None;
     let mut accounted = Account::default();
     let mut telecommands = 0u64;
@@ -214,16 +214,14 @@ pub fn run_contact(dir: &Path, options: &ContactOptions) -> Result<ContactSummar
         {
             break;
         }
-        let wait = session.wait_for_contact();
-        if !wait.is_zero() {
-            last_step = None;
-            std::thread::sleep(wait.min(Duration::from_millis(100)));
+        let Some(Round {
+            frames: received,
+            contact,
+        }) = session.next_round()
+        else {
             continue;
-        }
-        let received = session.receive(Duration::from_millis(5));
+        };
         let now = Instant::now();
-        let contact = last_step.map_or(Duration::ZERO, |last| now - last);
-        last_step = Some(now);
         let pdus: Vec<Vec<u8>> = received
             .into_iter()
             .filter(|frame| frame_kind(frame) == Some(FrameKind::CfdpPdu))

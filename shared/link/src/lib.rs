@@ -20,5 +20,5 @@ pub use channel::{Channel, ChannelStats, ContactPlan, Impairment, SplitMix64};
 pub use delivery::{
     Account, Consignee, DeliveryConfig, DeliveryError, Inbox, Outbox, Outcome, Payload, Transfer,
 };
-pub use session::{LinkOptions, LinkSession, PassAccount};
+pub use session::{LinkOptions, LinkSession, PassAccount, Round};
 pub use transport::{Duplex, Endpoint};

@@ -43,6 +43,16 @@ pub struct LinkSession {
     last_channel: ChannelStats,
     /// When the transmitter is free again (data rate).
     transmitter_free: Instant,
+    /// The last round inside a contact window; `None` after a gap, so a gap is not contact time.
+    last_round: Option<Instant>,
+}
+
+/// One round of a side's loop inside a contact window.
+pub struct Round {
+    /// What arrived.
+    pub frames: Vec<Vec<u8>>,
+    /// Contact time since the last round (zero for the first round of a window).
+    pub contact: Duration,
 }
 
 impl LinkSession {
@@ -55,6 +65,7 @@ impl LinkSession {
             passes: BTreeMap::new(),
             last_channel: ChannelStats::default(),
             transmitter_free: Instant::now(),
+            last_round: None,
         })
     }
 
@@ -138,6 +149,23 @@ impl LinkSession {
             return Vec::new();
         }
         frames
+    }
+
+    /// The next round of a side's loop: outside a contact window it waits (at most 100 ms, so the
+    /// caller can check its own ends) and returns `None`; inside one, the frames received within
+    /// a few milliseconds and the contact time since the last round.
+    pub fn next_round(&mut self) -> Option<Round> {
+        let wait = self.wait_for_contact();
+        if !wait.is_zero() {
+            self.last_round = None;
+            std::thread::sleep(wait.min(Duration::from_millis(100)));
+            return None;
+        }
+        let frames = self.receive(Duration::from_millis(5));
+        let now = Instant::now();
+        let contact = self.last_round.map_or(Duration::ZERO, |last| now - last);
+        self.last_round = Some(now);
+        Some(Round { frames, contact })
     }
 
     /// Adds what the protocol counted since the last call to the current pass.
