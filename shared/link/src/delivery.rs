@@ -25,6 +25,7 @@
 //! - **Authentication.** With a mission key every PDU carries a MAC (`orbhash_wire::delivery`).
 
 use std::cell::RefCell;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::AtomicU32;
@@ -551,7 +552,14 @@ impl Outbox {
             if let (Ok(finished), Some(active)) =
                 (FinishedPduReader::new(pdu), self.active.as_mut())
             {
-                active.answer = Some((finished.condition_code(), finished.delivery_code()));
+                // A refusal, once heard, stands: a "complete" after it for the same transaction
+                // (a ground library contradicting itself) must not make the board forget data.
+                let refused = active.answer.is_some_and(|(condition, delivery)| {
+                    condition != ConditionCode::NoError || delivery != DeliveryCode::Complete
+                });
+                if !refused {
+                    active.answer = Some((finished.condition_code(), finished.delivery_code()));
+                }
             }
             if self
                 .handler
@@ -785,9 +793,18 @@ impl<C: Consignee> DestUser<C> {
         let name = self.receiving.name.clone().ok_or("no metadata received")?;
         let (checksum, size) = self.receiving.checksum.ok_or("no EOF received")?;
         let path = self.dir.join(&name);
-        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // Never more than the EOF's size and one byte: that one is enough to tell it is too long.
+        let mut bytes = Vec::new();
+        std::fs::File::open(&path)
+            .and_then(|file| file.take(size.saturating_add(1)).read_to_end(&mut bytes))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         if bytes.len() as u64 != size {
-            return Err(format!("{} bytes, EOF says {size}", bytes.len()));
+            let found = if bytes.len() as u64 > size {
+                "more than that".to_string()
+            } else {
+                format!("{} bytes", bytes.len())
+            };
+            return Err(format!("{found}, EOF says {size}"));
         }
         if orbhash_wire::CRC32C.checksum(&bytes) != checksum {
             return Err("checksum mismatch".into());
@@ -979,20 +996,44 @@ impl<C: Consignee> Inbox<C> {
             }
         }
         let mut pdus = self.pdus.take();
-        if let Some(verdict) = self.user.receiving.verdict.take() {
-            match verdict {
-                Ok(()) => self.account.transactions_completed += 1,
-                Err(why) => {
-                    self.account.transactions_refused += 1;
-                    let name = self.user.receiving.name.clone().unwrap_or_default();
-                    self.refusals.push(format!("{name}: {why}"));
-                    refuse_finished(&mut pdus);
-                    // The library would repeat its "complete" Finished PDU: it goes, and the
-                    // transaction with it; the board sends the file again.
-                    self.restart_handler();
-                    self.current = self.current.map(|c| c + 1);
-                }
+        let mut refusal = match self.user.receiving.verdict.take() {
+            Some(Ok(())) => {
+                self.account.transactions_completed += 1;
+                None
             }
+            Some(Err(why)) => Some(why),
+            None => None,
+        };
+        // Every Finished PDU is held against what was committed, whatever the library meant by
+        // it: cfdp-rs 0.3 cancels a transaction whose file it cannot write ("filestore
+        // rejection"), then, when the EOF arrives, overwrites that with "no error, complete" and
+        // repeats its Finished PDU so. Only a committed file is ever answered "complete".
+        for pdu in &mut pdus {
+            let Ok(finished) = FinishedPduReader::new(pdu) else {
+                continue;
+            };
+            let complete = finished.condition_code() == ConditionCode::NoError
+                && finished.delivery_code() == DeliveryCode::Complete;
+            if complete && self.user.receiving.committed {
+                continue;
+            }
+            if complete {
+                refusal.get_or_insert_with(|| {
+                    "the protocol finished it, but it was never committed".into()
+                });
+                *pdu = refused_finished(&finished);
+            } else {
+                refusal.get_or_insert_with(|| format!("{:?}", finished.condition_code()));
+            }
+        }
+        if let Some(why) = refusal {
+            self.account.transactions_refused += 1;
+            let name = self.user.receiving.name.clone().unwrap_or_default();
+            self.refusals.push(format!("{name}: {why}"));
+            // The library would repeat its Finished PDU (and may turn it into "complete"): the
+            // answer goes once, the transaction with it; the board sends the file again.
+            self.restart_handler();
+            self.current = self.current.map(|c| c + 1);
         }
         let mac = if self.key.is_some() {
             orbhash_wire::packet::MAC_LEN
@@ -1013,23 +1054,19 @@ impl<C: Consignee> Inbox<C> {
     }
 }
 
-/// Rewrites the Finished PDUs among `pdus` to say "incomplete, filestore rejection"; one that
-/// cannot be rewritten is emptied (not sent) rather than left saying "complete".
-fn refuse_finished(pdus: &mut [Vec<u8>]) {
-    for pdu in pdus.iter_mut() {
-        let Ok(finished) = FinishedPduReader::new(pdu) else {
-            continue;
-        };
-        // A condition other than "no error" names where the fault lies: here.
-        let refusal = FinishedPduCreator::new_with_error(
-            *finished.pdu_header(),
-            ConditionCode::FilestoreRejection,
-            DeliveryCode::Incomplete,
-            FileStatus::Retained,
-            EntityIdTlv::new(UnsignedByteFieldU16::new(GROUND_ENTITY).into()),
-        );
-        *pdu = refusal.to_vec().unwrap_or_default();
-    }
+/// The refusal that replaces a "complete" Finished PDU for a file that was not committed:
+/// "incomplete, filestore rejection", located here. One that cannot be written is empty (not
+/// sent) rather than left saying "complete".
+fn refused_finished(finished: &FinishedPduReader<'_>) -> Vec<u8> {
+    FinishedPduCreator::new_with_error(
+        *finished.pdu_header(),
+        ConditionCode::FilestoreRejection,
+        DeliveryCode::Incomplete,
+        FileStatus::Retained,
+        EntityIdTlv::new(UnsignedByteFieldU16::new(GROUND_ENTITY).into()),
+    )
+    .to_vec()
+    .unwrap_or_default()
 }
 
 #[cfg(test)]

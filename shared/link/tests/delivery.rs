@@ -207,6 +207,65 @@ fn a_ground_that_cannot_commit_is_never_counted_as_delivered() {
     assert_eq!(shelf.borrow().delivered.len(), 1);
 }
 
+/// A full disk without a mount: the ground's file is a link to `/dev/full`, so every write of
+/// its data fails with "no space left on device" (the file can still be created). cfdp-rs 0.3
+/// cancels such a transaction and then, when the EOF arrives, repeats its Finished PDU as "no
+/// error, complete"; the board must never count that file as delivered.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_file_the_ground_cannot_write_is_never_counted_as_delivered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shelf = Rc::new(RefCell::new(Shelf::default()));
+    let ground = dir.path().join("ground");
+    let mut outbox = Outbox::open(&dir.path().join("board"), None, fast()).expect("opens");
+    let mut inbox = Inbox::open(&ground, Rc::clone(&shelf), None, fast()).expect("opens");
+    let (mut down, mut up) = (
+        Channel::new(Impairment::NONE),
+        Channel::new(Impairment::NONE),
+    );
+    let unwritable = ground.join("records-7.bin");
+    std::os::unix::fs::symlink("/dev/full", &unwritable).expect("links /dev/full");
+    let files = vec![("records-7.bin".to_string(), payload(7, 3000))];
+    let outcomes = exchange(
+        &files,
+        &mut outbox,
+        &mut inbox,
+        &mut down,
+        &mut up,
+        dir.path(),
+        200,
+    );
+    assert!(!outcomes.is_empty(), "no transfer ended");
+    assert!(
+        outcomes.iter().all(|o| !matches!(o, Outcome::Delivered(_))),
+        "a file the ground never wrote counted as delivered: {outcomes:?}"
+    );
+    assert!(shelf.borrow().delivered.is_empty());
+    assert!(
+        !inbox.take_refusals().is_empty(),
+        "the refusal is not logged"
+    );
+    // Space freed: the next attempt is delivered, whole.
+    std::fs::remove_file(&unwritable).expect("unlinks");
+    let outcomes = exchange(
+        &files,
+        &mut outbox,
+        &mut inbox,
+        &mut down,
+        &mut up,
+        dir.path(),
+        300,
+    );
+    assert!(
+        matches!(outcomes.first(), Some(Outcome::Delivered(_))),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        shelf.borrow().delivered.get("records-7.bin"),
+        Some(&files[0].1)
+    );
+}
+
 #[test]
 fn a_forged_or_unsafe_name_is_refused_by_the_ground() {
     assert_eq!(Payload::of_name("records-1.bin"), Some(Payload::Records));
