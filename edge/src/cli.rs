@@ -259,11 +259,12 @@ fn link_lines(link: &crate::contact::ContactSummary) -> Vec<String> {
     for pass in &link.passes {
         let a = &pass.account;
         lines.push(format!(
-            "  pass {}: down {} B (records {}, tiles {}, resent {}, protocol {}), up {} B, \
-             {} round trips; the channel lost {} and damaged {} of {} frames",
+            "  pass {}: down {} B (records {}, reports {}, tiles {}, resent {}, protocol {}), \
+             up {} B, {} round trips; the channel lost {} and damaged {} of {} frames",
             pass.pass,
             a.bytes_sent(),
             a.record_bytes,
+            a.report_bytes,
             a.tile_bytes,
             a.retransmitted_bytes,
             a.overhead_bytes,

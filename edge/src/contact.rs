@@ -6,12 +6,14 @@
 //!     ▲ frames leave only once the ground's Finished says "complete"
 //! scene store ──tasked tile (GeoTIFF)──▶ CFDP outbox       (records first, tiles in request order)
 //! telecommands ══ link ══▶ CommandGate (MAC, replay) ──▶ task list / retention policy
+//! reports (commands carried out, evictions) ──▶ CFDP outbox   (after records, before tiles)
 //! ```
 //!
 //! State on disk, in the queue directory besides the queue's own files: `cfdp-sequence` (next
 //! CFDP transaction number), `command-position` (the last accepted telecommand's `<epoch>
-//! <counter>`, made durable before the command is acted on), `tasks` (see [`crate::tasking`]) and
-//! `outbox/` (the file of the transfer in progress; rebuilt after a restart).
+//! <counter>`, made durable before the command is acted on), `tasks` (see [`crate::tasking`]),
+//! `reports.log` (see [`crate::reports`]) and `outbox/` (the file of the transfer in progress;
+//! rebuilt after a restart).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,12 +26,13 @@ use orbhash_link::{
     Round, Transfer,
 };
 use orbhash_wire::{
-    frame_kind, Command, CommandGate, CommandStats, FrameKind, MacKey, RetentionPolicy,
-    StreamPosition,
+    frame_kind, Command, CommandGate, CommandStats, FrameKind, MacKey, Report, RequestId,
+    RetentionPolicy, StreamPosition,
 };
 use serde::Serialize;
 
 use crate::queue::{Queue, QueueError};
+use crate::reports::{ReportLog, ReportLogError};
 use crate::store::{Eviction, SceneStore, StoreError};
 use crate::tasking::{prepare_tile, tile_file_name, Prepared, Task, TaskError, TaskList};
 
@@ -68,6 +71,8 @@ pub enum ContactError {
     Tasks(#[from] TaskError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Reports(#[from] ReportLogError),
     #[error("{}", path.display())]
     Io {
         path: PathBuf,
@@ -103,6 +108,8 @@ pub struct ContactSummary {
     pub tiles_sent: Vec<String>,
     pub tiles_absent: Vec<String>,
     pub tiles_cancelled: u64,
+    /// Report files the ground confirmed (commands carried out, evictions).
+    pub reports_delivered: u64,
     /// Evictions a `set-retention` command caused.
     pub evictions: Vec<Eviction>,
     pub tasks_left: usize,
@@ -111,6 +118,8 @@ pub struct ContactSummary {
 
 enum Sending {
     Records { frames: usize, dropped_before: u64 },
+    /// The report log up to this offset.
+    Reports { upto: u64 },
     Tile { task: Task, absent: bool },
 }
 
@@ -159,6 +168,7 @@ struct Board<'a> {
     position_path: PathBuf,
     tasks: TaskList,
     store: Option<SceneStore>,
+    reports: ReportLog,
     summary: ContactSummary,
 }
 
@@ -220,15 +230,34 @@ impl Board<'_> {
                         policy.max_age_s,
                         evictions.len()
                     );
+                    for eviction in &evictions {
+                        self.reports.append(&eviction.report())?;
+                    }
                     self.summary.evictions.extend(evictions);
                 }
                 None => eprintln!("orbhash-edge: set-retention ignored: no scene store"),
             },
         }
+        // Carried out: the ground stops repeating it once this report is committed there.
+        self.reports.append(&Report::Executed {
+            request: RequestId::of_command(&header),
+            position: header.position,
+        })?;
         Ok(())
     }
 
-    /// The next file to send: queued records first, then tiles in request order.
+    /// A file name unique on this board: `<prefix>-<µs since the epoch>.bin`.
+    fn stamped_name(prefix: &str) -> String {
+        format!(
+            "{prefix}-{}.bin",
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_micros()
+        )
+    }
+
+    /// The next file to send: queued records first, then reports, then tiles in request order.
     fn next_transfer(&mut self) -> Result<Option<(Transfer, Sending)>, ContactError> {
         std::fs::create_dir_all(&self.outbox_dir).map_err(io_error(&self.outbox_dir))?;
         let (frames, dropped_before) = {
@@ -239,13 +268,7 @@ impl Board<'_> {
             )
         };
         if !frames.is_empty() {
-            let name = format!(
-                "records-{}.bin",
-                SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_micros()
-            );
+            let name = Self::stamped_name("records");
             let path = self.outbox_dir.join(&name);
             std::fs::write(&path, frames.concat()).map_err(io_error(&path))?;
             let transfer = Transfer {
@@ -258,6 +281,17 @@ impl Board<'_> {
                 dropped_before,
             };
             return Ok(Some((transfer, sending)));
+        }
+        if let Some((bytes, upto)) = self.reports.unconfirmed()? {
+            let name = Self::stamped_name("reports");
+            let path = self.outbox_dir.join(&name);
+            std::fs::write(&path, bytes).map_err(io_error(&path))?;
+            let transfer = Transfer {
+                name,
+                path,
+                payload: Payload::Reports,
+            };
+            return Ok(Some((transfer, Sending::Reports { upto })));
         }
         let Some(task) = self.tasks.next() else {
             return Ok(None);
@@ -308,6 +342,10 @@ impl Board<'_> {
                     self.summary.records_frames_acknowledged += frames as u64;
                 }
             }
+            Sending::Reports { upto } => {
+                self.reports.confirm(upto)?;
+                self.summary.reports_delivered += 1;
+            }
             Sending::Tile { task, absent } => {
                 self.tasks.done(&task)?;
                 if absent {
@@ -331,6 +369,7 @@ pub fn run_contact(
     queue_dir: &Path,
     card: &ModelCard,
     producing: &Arc<AtomicBool>,
+    apid: u16,
 ) -> Result<ContactSummary, ContactError> {
     let mut session = LinkSession::open(&options.link).map_err(|source| ContactError::Link {
         endpoint: options.link.endpoint.to_string(),
@@ -358,6 +397,7 @@ pub fn run_contact(
         position_path,
         tasks: TaskList::open(queue_dir)?,
         store,
+        reports: ReportLog::open(queue_dir, apid)?,
         summary: ContactSummary {
             endpoint: options.link.endpoint.to_string(),
             ..ContactSummary::default()
@@ -371,6 +411,7 @@ pub fn run_contact(
         let nothing_to_send = sending.is_none()
             && board.lock().pending_frames() == 0
             && board.tasks.is_empty()
+            && board.reports.is_empty()
             && !producing.load(Ordering::SeqCst);
         if nothing_to_send && last_heard.elapsed() >= options.linger && session.in_flight() == 0 {
             break;

@@ -7,6 +7,7 @@
 //! - [`run`]: the tokio pipeline tying them together; [`bench`]: the speed and profile tables;
 //! - [`screen`]: on-board screening, tiles of given labels kept off the link;
 //! - [`store`]: the bounded store of hashed scenes that tile requests are served from;
+//! - [`reports`]: the board's telemetry reports (evictions, commands carried out) until confirmed;
 //! - [`cli`]: the `orbhash-edge` command line.
 
 pub mod bench;
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod contact;
 pub mod link;
 pub mod queue;
+pub mod reports;
 pub mod run;
 pub mod screen;
 pub mod source;

@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::contact::{run_contact, ContactError, ContactOptions, ContactSummary};
 use crate::link::{ChannelStats, Link, LinkTarget, Simulation};
 use crate::queue::{Queue, QueueError, QueueStats};
+use crate::reports::{ReportLog, ReportLogError};
 use crate::screen::{Dropped, Screen, ScreenError, ScreenLog, ScreeningOptions};
 use crate::source::{SourceError, Tile, TileProblem, TileSource};
 use crate::store::{Eviction, EvictionCause, SceneStore, StoreError, StoredScene};
@@ -85,6 +86,8 @@ pub enum RunError {
     Screen(#[from] ScreenError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Reports(#[from] ReportLogError),
     #[error(transparent)]
     Contact(#[from] ContactError),
     #[error("packetiser: {0}")]
@@ -219,7 +222,10 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
         Some((root, policy)) => {
             let mut store = SceneStore::open(root, *policy)?;
             let evictions = store.keep(scene_id, &options.tiles, std::time::SystemTime::now())?;
+            // Each eviction is reported to the ground (the next two-way contact takes it down).
+            let mut reports = ReportLog::open(&options.queue, options.apid)?;
             for eviction in &evictions {
+                reports.append(&eviction.report())?;
                 eprintln!(
                     "orbhash-edge: scene store: evicted scene {:08x} ({} bytes, {})",
                     eviction.scene_id,
@@ -478,8 +484,9 @@ pub async fn run(options: RunOptions) -> Result<RunSummary, RunError> {
             let (queue, producing, card) =
                 (Arc::clone(&queue), Arc::clone(&producing), card.clone());
             let (contact, queue_dir) = (contact.as_ref().clone(), options.queue.clone());
+            let apid = options.apid;
             Some(tokio::task::spawn_blocking(move || {
-                run_contact(&contact, &queue, &queue_dir, &card, &producing)
+                run_contact(&contact, &queue, &queue_dir, &card, &producing, apid)
             }))
         }
         Downlink::OneWay { .. } => None,

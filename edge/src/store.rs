@@ -60,21 +60,25 @@ pub struct StoredScene {
     pub path: PathBuf,
 }
 
-/// Why a scene left the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EvictionCause {
-    /// The store was over its capacity; the oldest scene went first.
-    Capacity,
-    /// Older than the policy's maximum age.
-    Age,
-}
+/// Why a scene left the store: one meaning on board and in the reports that tell the ground.
+pub use orbhash_wire::EvictionCause;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Eviction {
     pub scene_id: u32,
     pub bytes: u64,
     pub cause: EvictionCause,
+}
+
+impl Eviction {
+    /// The report that tells the ground.
+    pub fn report(&self) -> orbhash_wire::Report {
+        orbhash_wire::Report::SceneEvicted {
+            scene_id: self.scene_id,
+            bytes: self.bytes,
+            cause: self.cause,
+        }
+    }
 }
 
 /// The store in a directory under one retention policy.

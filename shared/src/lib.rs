@@ -13,6 +13,8 @@
 //!
 //! - Commands flow back up as PUS telecommands ([`command`]): [`encode_command`] on the ground,
 //!   [`CommandGate`] on the board (authenticated, replay-protected, every outcome counted).
+//! - The board answers in PUS telemetry reports ([`report`]): commands carried out, scenes
+//!   evicted from its store.
 //!
 //! The byte layout is in the [`packet`] module docs and in `FORMAT.md` beside this crate.
 #![no_std]
@@ -45,6 +47,7 @@ pub mod hex;
 pub mod io;
 pub mod packet;
 pub mod record;
+pub mod report;
 mod wire;
 pub mod writer;
 
@@ -71,5 +74,9 @@ pub use packet::{
 pub use record::{
     confidence_probability, quantise_confidence, scene_id_of, MapCoordinates, ModelId, Record,
     TileGrid, TilePosition,
+};
+pub use report::{
+    decode_report, encode_report, EvictionCause, Report, ReportEncodeError, ReportError,
+    ReportHeader, RequestId, MAX_REPORT_LEN,
 };
 pub use writer::{encode_frame, PacketWriter, WriteError, WriterConfig, MAX_FRAME_LEN};

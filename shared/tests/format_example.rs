@@ -146,3 +146,43 @@ fn worked_command_matches_format_md() {
     assert_eq!(header.position.counter, 300);
     assert_eq!(read.name(), "request-tiles");
 }
+
+/// FORMAT.md's board report: the tile request above carried out, reported at the board's clock
+/// 2026-12-03 00:00:00 UTC.
+fn report_example() -> Vec<u8> {
+    use orbhash_wire::{encode_report, Report, ReportHeader, RequestId, StreamPosition};
+    let header = ReportHeader {
+        apid: 0x042,
+        sequence_count: 3,
+        message_counter: 3,
+        time_unix_ms: 1_796_256_000_000,
+    };
+    let report = Report::Executed {
+        request: RequestId {
+            packet_id: 0x1842,
+            sequence_control: 0xc009,
+        },
+        position: StreamPosition {
+            epoch: 1,
+            counter: 300,
+        },
+    };
+    let mut out = [0u8; orbhash_wire::MAX_REPORT_LEN];
+    let len = encode_report(&header, &report, &mut out).expect("fits");
+    out[..len].to_vec()
+}
+
+#[test]
+fn worked_report_matches_format_md() {
+    let report = report_example();
+    assert_eq!(
+        hex(&report),
+        hex(&documented("<!-- example-report -->")),
+        "report"
+    );
+    let (_, decoded, len) = orbhash_wire::decode_report(&report).expect("decodes");
+    assert_eq!(len, report.len());
+    assert!(matches!(decoded, orbhash_wire::Report::Executed { .. }));
+    // The request id is the documented telecommand's own first four bytes.
+    assert_eq!(report[21..25], command_example()[..4]);
+}

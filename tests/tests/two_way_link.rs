@@ -537,10 +537,42 @@ fn a_tile_evicted_from_the_board_is_answered_as_no_longer_on_board() {
         "{}",
         setup.logs()
     );
+    // The eviction is reported in telemetry, and the board kept its report until the ground had
+    // committed it (it ended only then).
+    let evictions = Archive::open_read_only(&setup.archive())
+        .and_then(|archive| archive.reported_evictions())
+        .expect("reads the archive");
+    assert!(
+        evictions.iter().any(|e| e.scene_id == scene && e.cause == "capacity"),
+        "{evictions:?}\n{}",
+        setup.logs()
+    );
     setup.task(&[evicted]);
+    // A retention command, as it stands: the board carries it out, reports so, and the ground
+    // stops sending it.
+    let retention = Command::new(env!("CARGO_BIN_EXE_orbhash-ground-under-test"))
+        .args(["retention", "--archive"])
+        .arg(setup.archive())
+        .args(["--capacity", &capacity.to_string()])
+        .output()
+        .expect("runs retention");
+    assert!(retention.status.success(), "{retention:?}");
     assert!(
         board(&second, "2s").status().expect("runs").success(),
         "{}",
+        setup.logs()
+    );
+    wait_for(&|| {
+        Archive::open_read_only(&setup.archive())
+            .and_then(|archive| archive.queued_commands())
+            .is_ok_and(|queued| queued.is_empty())
+    });
+    let queued = Archive::open_read_only(&setup.archive())
+        .and_then(|archive| archive.queued_commands())
+        .expect("reads the archive");
+    assert!(
+        queued.is_empty(),
+        "the board's report did not confirm {queued:?}\n{}",
         setup.logs()
     );
     let task = || {

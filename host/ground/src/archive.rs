@@ -59,7 +59,7 @@ use serde::{Deserialize, Serialize};
 use crate::{now_ms, GroundError, Result};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Schema migrations: entry `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -184,6 +184,30 @@ CREATE TABLE link_passes (
     updated_ms INTEGER NOT NULL,
     account_json TEXT NOT NULL,         -- that process's PassAccount, as of the last update
     PRIMARY KEY (pass, run_ms)
+);
+"#,
+    // Version 4. The board's reports (see `crate::reports`): which telecommand each stream
+    // position carried and whether the board reported it carried out; scenes it evicted.
+    r#"
+CREATE TABLE uplinked (
+    epoch INTEGER NOT NULL,
+    counter INTEGER NOT NULL,
+    kind TEXT NOT NULL,                 -- request-tiles | cancel-request | set-retention
+    request INTEGER,                    -- request-tiles: the request whose tiles it carried
+    telecommand INTEGER,                -- cancel-request, set-retention: telecommands.id
+    sent_ms INTEGER NOT NULL,
+    executed_ms INTEGER,                -- when the board's report that it carried it out came
+    PRIMARY KEY (epoch, counter)
+);
+CREATE INDEX uplinked_by_request ON uplinked (request);
+ALTER TABLE telecommands ADD COLUMN executed_ms INTEGER;
+CREATE TABLE evictions (
+    scene_id INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    cause TEXT NOT NULL,                -- capacity | age
+    board_ms INTEGER NOT NULL,          -- the board's clock when it evicted the scene
+    received_ms INTEGER NOT NULL,
+    UNIQUE (scene_id, board_ms)
 );
 "#,
 ];

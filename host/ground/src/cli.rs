@@ -397,12 +397,15 @@ fn contact(args: &ContactArgs) -> anyhow::Result<()> {
     }
     println!(
         "contact: {} records stored from {} files; tiles received {}, no longer on board {}; \
-         {} telecommands sent; {} files not acknowledged (could not be kept)",
+         {} telecommands sent, {} reported carried out; {} scenes reported evicted; \
+         {} files not acknowledged (could not be kept)",
         summary.records_stored,
         summary.records_files,
         summary.tiles_received.len(),
         summary.tiles_absent.len(),
         summary.telecommands_sent,
+        summary.reports.commands_executed,
+        summary.reports.scenes_evicted,
         summary.refusals.len()
     );
     print!("{}", pass_table(&summary.passes));
@@ -813,6 +816,7 @@ fn stats(args: &StatsArgs) -> anyhow::Result<()> {
     let stats = archive.stats()?;
     let link_passes = archive.link_passes()?;
     let tasks = archive.tasks()?;
+    let evictions = archive.reported_evictions()?;
     if args.json {
         #[derive(serde::Serialize)]
         struct Everything<'a> {
@@ -820,11 +824,13 @@ fn stats(args: &StatsArgs) -> anyhow::Result<()> {
             archive: &'a ArchiveStats,
             link_passes: &'a [orbhash_link::PassAccount],
             tasks: &'a [crate::tasks::Task],
+            board_evictions: &'a [crate::reports::ReportedEviction],
         }
         let everything = Everything {
             archive: &stats,
             link_passes: &link_passes,
             tasks: &tasks,
+            board_evictions: &evictions,
         };
         println!("{}", serde_json::to_string_pretty(&everything)?);
     } else {
@@ -843,6 +849,14 @@ fn stats(args: &StatsArgs) -> anyhow::Result<()> {
                 count(TaskStatus::Received),
                 count(TaskStatus::Absent),
                 count(TaskStatus::Cancelled)
+            );
+        }
+        if !evictions.is_empty() {
+            let bytes: u64 = evictions.iter().map(|e| e.bytes).sum();
+            println!(
+                "\nthe board reported {} scenes evicted from its store ({} bytes)",
+                evictions.len(),
+                bytes
             );
         }
     }

@@ -3,6 +3,7 @@
 //! ```text
 //! board ══ CFDP PDUs ══▶ inbox (cfdp-rs) ──complete file──▶ station: records → archive (commit)
 //!                                                                    tile    → tiles/ + tasks
+//!                                                                    reports → tasks, commands
 //!       ◀═ Finished "complete" only after that commit; "incomplete" when it failed (full disk)
 //!       ◀═ request-tiles telecommands for the tasks still requested, every command interval
 //! ```
@@ -22,12 +23,13 @@ use orbhash_link::{
 };
 use orbhash_wire::{
     encode_command, frame_kind, Command, CommandHeader, FrameKind, MacKey, RetentionPolicy,
-    TileList, TileRef, MAX_COMMAND_LEN, MAX_TILES_PER_REQUEST,
+    StreamPosition, TileList, TileRef, MAX_COMMAND_LEN, MAX_TILES_PER_REQUEST,
 };
 use serde::Serialize;
 
 use crate::archive::Archive;
 use crate::ingest::{ingest_reader, Committer, IngestOptions};
+use crate::reports::ReportsTaken;
 use crate::tasks::{tile_of_file_name, QueuedCommand, TILES_DIR};
 use crate::{GroundError, Result};
 
@@ -59,6 +61,8 @@ pub struct ContactSummary {
     pub records_stored: u64,
     pub tiles_received: Vec<String>,
     pub tiles_absent: Vec<String>,
+    /// What the board's reports said, summed over the reports files.
+    pub reports: ReportsTaken,
     pub refusals: Vec<String>,
     pub telecommands_sent: u64,
 }
@@ -110,6 +114,27 @@ impl Station {
         Ok(())
     }
 
+    fn take_reports(&mut self, name: &str, path: &Path) -> Result<()> {
+        let bytes = std::fs::read(path).map_err(|source| GroundError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let taken = self.committer.archive().take_reports(name, &bytes)?;
+        if taken.scenes_evicted > 0 {
+            eprintln!(
+                "orbhash ground: the board evicted {} scenes; {} tiles asked for are no longer \
+                 on board",
+                taken.scenes_evicted, taken.tasks_answered
+            );
+        }
+        let total = &mut self.summary.reports;
+        total.commands_executed += taken.commands_executed;
+        total.scenes_evicted += taken.scenes_evicted;
+        total.tasks_answered += taken.tasks_answered;
+        total.unreadable += taken.unreadable;
+        Ok(())
+    }
+
     fn keep_tile(&mut self, name: &str, path: &Path, tile: TileRef) -> Result<()> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -148,6 +173,7 @@ impl Consignee for Station {
     fn deliver(&mut self, name: &str, path: &Path) -> std::result::Result<(), String> {
         let outcome = match (Payload::of_name(name), tile_of_file_name(name)) {
             (Some(Payload::Records), _) => self.ingest(name, path),
+            (Some(Payload::Reports), _) => self.take_reports(name, path),
             (Some(Payload::Tile), Some((tile, false))) => self.keep_tile(name, path, tile),
             (Some(Payload::TileAnswer), Some((tile, true))) => {
                 let answer = std::fs::read_to_string(path).unwrap_or_default();
@@ -297,14 +323,15 @@ impl Trouble {
     }
 }
 
-/// One signed telecommand at the next stream position, made durable before it is used.
+/// One signed telecommand at the next stream position, made durable before it is used; the
+/// packet and its position.
 fn sign(
     archive: &Archive,
     options: &ContactOptions,
     key: &MacKey,
     sequence_count: &mut u16,
     command: &Command<'_>,
-) -> Result<Vec<u8>> {
+) -> Result<(Vec<u8>, StreamPosition)> {
     let header = CommandHeader {
         apid: options.apid,
         sequence_count: *sequence_count,
@@ -316,7 +343,7 @@ fn sign(
     let len = encode_command(&header, command, key, &mut packet)
         .map_err(|e| GroundError::Link(format!("{}: {e:?}", command.name())))?;
     packet.truncate(len);
-    Ok(packet)
+    Ok((packet, header.position))
 }
 
 /// The telecommands for the open tile requests and the queued cancel and retention commands.
@@ -331,8 +358,9 @@ fn uplink_requests(
     for (request, tiles) in archive.tiles_to_uplink(stale_ms)? {
         for chunk in tiles.chunks(usize::from(MAX_TILES_PER_REQUEST)) {
             let command = request_command(request, chunk);
-            commands.push(sign(archive, options, key, sequence_count, &command)?);
-            archive.note_uplinked(request)?;
+            let (packet, position) = sign(archive, options, key, sequence_count, &command)?;
+            archive.note_uplinked(request, position)?;
+            commands.push(packet);
         }
     }
     for (id, queued) in archive.queued_commands()? {
@@ -346,8 +374,9 @@ fn uplink_requests(
                 max_age_s,
             }),
         };
-        commands.push(sign(archive, options, key, sequence_count, &command)?);
-        archive.note_command_uplinked(id)?;
+        let (packet, position) = sign(archive, options, key, sequence_count, &command)?;
+        archive.note_command_uplinked(id, queued, position)?;
+        commands.push(packet);
     }
     Ok(commands)
 }

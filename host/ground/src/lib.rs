@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod kernel;
 pub mod matrix;
 pub mod mih;
+pub mod reports;
 pub mod search;
 pub mod tasks;
 

@@ -8,8 +8,9 @@
 //!     └──(operator cancels)──▶ cancelled
 //! ```
 //!
-//! Requested tiles go up in `request-tiles` telecommands at every contact until the board starts
-//! sending them (the board ignores a tile it already has queued, so repeats are harmless). A
+//! Requested tiles go up in `request-tiles` telecommands at every command interval until the board
+//! reports it carried the request out (or starts sending them); asked again if nothing came for
+//! ten intervals (the board ignores a tile it already has queued, so repeats are harmless). A
 //! received tile is a GeoTIFF under `tiles/` in the archive directory, named after its scene and
 //! tile, beside the record it was tasked from.
 
@@ -27,17 +28,22 @@ use crate::{now_ms, GroundError, Result};
 /// Where received tiles are kept, inside the archive directory.
 pub const TILES_DIR: &str = "tiles";
 
-/// How often a cancel or retention command goes up. The board confirms neither (tile requests
-/// are confirmed by the tiles themselves), and both are idempotent, so each is repeated at this
-/// many command intervals of contact.
-pub const UPLINK_REPEATS: u32 = 5;
-
 /// A command queued for the uplink besides tile requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum QueuedCommand {
     CancelRequest { request: u32 },
     SetRetention { capacity_bytes: u64, max_age_s: u32 },
+}
+
+impl QueuedCommand {
+    /// The name it is stored and listed under.
+    pub fn kind(self) -> &'static str {
+        match self {
+            QueuedCommand::CancelRequest { .. } => "cancel-request",
+            QueuedCommand::SetRetention { .. } => "set-retention",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -222,15 +228,28 @@ impl Archive {
             .collect())
     }
 
-    /// Tiles still to ask for, by request, in request order: those requested, and those the
-    /// board began to send more than `stale_ms` ago without their file arriving (a transfer can
-    /// end on board without reaching the ground; asking again is harmless, the board ignores a
-    /// tile it still has queued).
+    /// Tiles still to ask for, by request, in request order: those requested whose request the
+    /// board has not reported carried out in the last `stale_ms`, and those the board began to
+    /// send more than `stale_ms` ago without their file arriving (a transfer can end on board
+    /// without reaching the ground; asking again is harmless, the board ignores a tile it still
+    /// has queued).
     pub fn tiles_to_uplink(&self, stale_ms: i64) -> Result<Vec<(u32, Vec<TileRef>)>> {
+        let sql = sql(self);
         let mut requests: Vec<(u32, Vec<TileRef>)> = Vec::new();
         let stale_before = now_ms() - stale_ms;
+        let confirmed: std::collections::HashSet<u32> = self
+            .connection()
+            .prepare_cached(
+                "SELECT DISTINCT request FROM uplinked
+                 WHERE kind = 'request-tiles' AND executed_ms >= ?1",
+            )
+            .map_err(&sql)?
+            .query_map(params![stale_before], |row| row.get(0))
+            .map_err(&sql)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(&sql)?;
         for task in self.tasks()?.into_iter().filter(|t| {
-            t.status == TaskStatus::Requested
+            (t.status == TaskStatus::Requested && !confirmed.contains(&t.request))
                 || (t.status == TaskStatus::Sent && t.updated_ms < stale_before)
         }) {
             let tile = TileRef {
@@ -245,13 +264,39 @@ impl Archive {
         Ok(requests)
     }
 
-    /// Counts one more telecommand that carried `request`'s open tiles.
-    pub fn note_uplinked(&self, request: u32) -> Result<()> {
+    /// Counts one more telecommand, the one at `position`, that carried `request`'s open tiles.
+    pub fn note_uplinked(&self, request: u32, position: StreamPosition) -> Result<()> {
+        let sql = sql(self);
         self.connection()
             .execute(
                 "UPDATE tasks SET uplinked = uplinked + 1 WHERE request = ?1
                  AND status IN ('requested', 'sent')",
                 params![request],
+            )
+            .map_err(&sql)?;
+        self.note_position(position, "request-tiles", Some(request), None)
+    }
+
+    /// What the telecommand at `position` carried, for the board's report that it carried it out.
+    fn note_position(
+        &self,
+        position: StreamPosition,
+        kind: &str,
+        request: Option<u32>,
+        telecommand: Option<i64>,
+    ) -> Result<()> {
+        self.connection()
+            .execute(
+                "INSERT OR REPLACE INTO uplinked (epoch, counter, kind, request, telecommand, sent_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    position.epoch,
+                    position.counter,
+                    kind,
+                    request,
+                    telecommand,
+                    now_ms()
+                ],
             )
             .map_err(sql(self))?;
         Ok(())
@@ -273,17 +318,16 @@ impl Archive {
         Ok(cancelled)
     }
 
-    /// Queues `command` for the next contacts (see [`UPLINK_REPEATS`]).
+    /// Queues `command` for the next contacts: it goes up at every command interval until the
+    /// board reports it carried it out (both kinds are idempotent, so a repeat is harmless).
     pub fn queue_command(&self, command: QueuedCommand) -> Result<()> {
-        let (kind, request, capacity, max_age) = match command {
-            QueuedCommand::CancelRequest { request } => {
-                ("cancel-request", Some(request), None, None)
-            }
+        let kind = command.kind();
+        let (request, capacity, max_age) = match command {
+            QueuedCommand::CancelRequest { request } => (Some(request), None, None),
             QueuedCommand::SetRetention {
                 capacity_bytes,
                 max_age_s,
             } => (
-                "set-retention",
                 None,
                 Some(i64::try_from(capacity_bytes).unwrap_or(i64::MAX)),
                 Some(max_age_s),
@@ -299,18 +343,18 @@ impl Archive {
         Ok(())
     }
 
-    /// Queued commands still to repeat: (row id, command).
+    /// Queued commands the board has not yet reported carried out: (row id, command).
     pub fn queued_commands(&self) -> Result<Vec<(i64, QueuedCommand)>> {
         let sql = sql(self);
         let mut statement = self
             .connection()
             .prepare_cached(
                 "SELECT id, kind, request, capacity_bytes, max_age_s FROM telecommands
-                 WHERE uplinked < ?1 ORDER BY id",
+                 WHERE executed_ms IS NULL ORDER BY id",
             )
             .map_err(&sql)?;
         let rows = statement
-            .query_map(params![UPLINK_REPEATS], |row| {
+            .query_map([], |row| {
                 Ok((
                     row.get::<_, i64>(0)?,
                     row.get::<_, String>(1)?,
@@ -343,15 +387,20 @@ impl Archive {
             .collect())
     }
 
-    /// One more uplink of queued command `id`.
-    pub fn note_command_uplinked(&self, id: i64) -> Result<()> {
+    /// One more uplink of queued command `id`, in the telecommand at `position`.
+    pub fn note_command_uplinked(
+        &self,
+        id: i64,
+        command: QueuedCommand,
+        position: StreamPosition,
+    ) -> Result<()> {
         self.connection()
             .execute(
                 "UPDATE telecommands SET uplinked = uplinked + 1 WHERE id = ?1",
                 params![id],
             )
             .map_err(sql(self))?;
-        Ok(())
+        self.note_position(position, command.kind(), None, Some(id))
     }
 
     /// The board started sending `tile`.

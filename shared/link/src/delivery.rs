@@ -93,6 +93,8 @@ impl Default for DeliveryConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum Payload {
     Records,
+    /// The board's PUS telemetry reports (`orbhash_wire::report`), back to back.
+    Reports,
     Tile,
     TileAnswer,
 }
@@ -105,6 +107,8 @@ impl Payload {
         }
         if name.starts_with("records-") && name.ends_with(".bin") {
             Some(Payload::Records)
+        } else if name.starts_with("reports-") && name.ends_with(".bin") {
+            Some(Payload::Reports)
         } else if name.starts_with("tile-") && name.ends_with(".tif") {
             Some(Payload::Tile)
         } else if name.starts_with("tile-") && name.ends_with(".absent") {
@@ -172,6 +176,8 @@ pub enum DeliveryError {
 pub struct Account {
     /// File content of the transfers delivered, by payload (each byte once).
     pub record_bytes: u64,
+    #[serde(default)]
+    pub report_bytes: u64,
     pub tile_bytes: u64,
     /// File data sent again (NAKed), or sent in a transfer that was not delivered and so is
     /// sent again (wire bytes of repeated PDUs, content bytes of undelivered transfers).
@@ -195,13 +201,18 @@ pub struct Account {
 impl Account {
     /// Every wire byte sent.
     pub fn bytes_sent(&self) -> u64 {
-        self.record_bytes + self.tile_bytes + self.retransmitted_bytes + self.overhead_bytes
+        self.record_bytes
+            + self.report_bytes
+            + self.tile_bytes
+            + self.retransmitted_bytes
+            + self.overhead_bytes
     }
 
     /// What was counted since `earlier`, a copy of the same account taken before.
     pub fn since(&self, earlier: &Account) -> Account {
         Account {
             record_bytes: self.record_bytes - earlier.record_bytes,
+            report_bytes: self.report_bytes - earlier.report_bytes,
             tile_bytes: self.tile_bytes - earlier.tile_bytes,
             retransmitted_bytes: self.retransmitted_bytes - earlier.retransmitted_bytes,
             overhead_bytes: self.overhead_bytes - earlier.overhead_bytes,
@@ -219,6 +230,7 @@ impl Account {
 
     pub fn add(&mut self, other: &Account) {
         self.record_bytes += other.record_bytes;
+        self.report_bytes += other.report_bytes;
         self.tile_bytes += other.tile_bytes;
         self.retransmitted_bytes += other.retransmitted_bytes;
         self.overhead_bytes += other.overhead_bytes;
@@ -632,6 +644,7 @@ impl Outbox {
                 self.account.transactions_completed += 1;
                 match transfer.payload {
                     Payload::Records => self.account.record_bytes += done.first_sends,
+                    Payload::Reports => self.account.report_bytes += done.first_sends,
                     Payload::Tile | Payload::TileAnswer => {
                         self.account.tile_bytes += done.first_sends
                     }
