@@ -117,10 +117,18 @@ pub struct ContactSummary {
 }
 
 enum Sending {
-    Records { frames: usize, dropped_before: u64 },
+    Records {
+        frames: usize,
+        dropped_before: u64,
+    },
     /// The report log up to this offset.
-    Reports { upto: u64 },
-    Tile { task: Task, absent: bool },
+    Reports {
+        upto: u64,
+    },
+    Tile {
+        task: Task,
+        absent: bool,
+    },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ContactError + '_ {

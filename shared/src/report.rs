@@ -149,7 +149,10 @@ pub enum ReportError {
     NotTelemetry,
     BadCrc,
     /// A service/subtype this format does not define.
-    UnknownReport { service: u8, subtype: u8 },
+    UnknownReport {
+        service: u8,
+        subtype: u8,
+    },
     /// Source data that breaks its report's layout.
     Malformed,
 }
@@ -158,9 +161,7 @@ impl core::fmt::Display for ReportError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             ReportError::Truncated => f.write_str("truncated report packet"),
-            ReportError::NotTelemetry => {
-                f.write_str("not an unsegmented PUS-C telemetry packet")
-            }
+            ReportError::NotTelemetry => f.write_str("not an unsegmented PUS-C telemetry packet"),
             ReportError::BadCrc => f.write_str("CRC-16 mismatch (corrupted report)"),
             ReportError::UnknownReport { service, subtype } => {
                 write!(f, "unknown report TM[{service},{subtype}]")
@@ -186,19 +187,27 @@ pub fn encode_report(
     let full = |_| ReportEncodeError::TooLarge;
     match *report {
         Report::Executed { request, position } => {
-            writer.put_bytes(&request.packet_id.to_be_bytes()).map_err(full)?;
+            writer
+                .put_bytes(&request.packet_id.to_be_bytes())
+                .map_err(full)?;
             writer
                 .put_bytes(&request.sequence_control.to_be_bytes())
                 .map_err(full)?;
-            writer.put_bytes(&position.epoch.to_be_bytes()).map_err(full)?;
-            writer.put_bytes(&position.counter.to_be_bytes()).map_err(full)?;
+            writer
+                .put_bytes(&position.epoch.to_be_bytes())
+                .map_err(full)?;
+            writer
+                .put_bytes(&position.counter.to_be_bytes())
+                .map_err(full)?;
         }
         Report::SceneEvicted {
             scene_id,
             bytes,
             cause,
         } => {
-            writer.put_bytes(&EVENT_SCENE_EVICTED.to_be_bytes()).map_err(full)?;
+            writer
+                .put_bytes(&EVENT_SCENE_EVICTED.to_be_bytes())
+                .map_err(full)?;
             writer.put_bytes(&scene_id.to_be_bytes()).map_err(full)?;
             writer.put_bytes(&bytes.to_be_bytes()).map_err(full)?;
             writer.put_u8(cause.code()).map_err(full)?;
@@ -211,7 +220,8 @@ pub fn encode_report(
     );
     let sp_header = SpHeader::new(PacketId::from(header.apid), sequence_control, 0);
     let time = header.time_unix_ms.to_be_bytes();
-    let secondary = PusTmSecondaryHeader::new(report.message_type(), header.message_counter, 0, &time);
+    let secondary =
+        PusTmSecondaryHeader::new(report.message_type(), header.message_counter, 0, &time);
     PusTmCreator::new(sp_header, secondary, data, CreatorConfig::default())
         .write_to_slice(out)
         .map_err(|_| ReportEncodeError::TooLarge)
@@ -378,6 +388,9 @@ mod tests {
         let id = RequestId::of_command(&header);
         assert!(len > 4);
         assert_eq!(u16::from_be_bytes([packet[0], packet[1]]), id.packet_id);
-        assert_eq!(u16::from_be_bytes([packet[2], packet[3]]), id.sequence_control);
+        assert_eq!(
+            u16::from_be_bytes([packet[2], packet[3]]),
+            id.sequence_control
+        );
     }
 }

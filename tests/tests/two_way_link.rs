@@ -543,7 +543,9 @@ fn a_tile_evicted_from_the_board_is_answered_as_no_longer_on_board() {
         .and_then(|archive| archive.reported_evictions())
         .expect("reads the archive");
     assert!(
-        evictions.iter().any(|e| e.scene_id == scene && e.cause == "capacity"),
+        evictions
+            .iter()
+            .any(|e| e.scene_id == scene && e.cause == "capacity"),
         "{evictions:?}\n{}",
         setup.logs()
     );

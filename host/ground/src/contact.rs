@@ -28,7 +28,7 @@ use orbhash_wire::{
 use serde::Serialize;
 
 use crate::archive::Archive;
-use crate::ingest::{ingest_reader, Committer, IngestOptions};
+use crate::ingest::{ingest_reader, Committer, IngestOptions, StreamDecoder};
 use crate::reports::ReportsTaken;
 use crate::tasks::{tile_of_file_name, QueuedCommand, TILES_DIR};
 use crate::{GroundError, Result};
@@ -67,31 +67,134 @@ pub struct ContactSummary {
     pub telecommands_sent: u64,
 }
 
+/// A records file on its way: its session is open and fed as its bytes arrive, so records reach
+/// the archive before the whole file has.
+struct Arriving {
+    name: String,
+    decoder: StreamDecoder,
+    /// Bytes of the file fed so far.
+    fed: u64,
+    stored_before: u64,
+}
+
 /// Puts what the board delivers where it belongs.
 struct Station {
     committer: Committer,
     /// A commit failed: the committer's in-memory state is not trusted again; the next file
-    /// reopens the archive first.
+    /// reopens the archive first and is ingested whole.
     broken: bool,
     archive_dir: PathBuf,
     ingest_options: IngestOptions,
     tiles_dir: PathBuf,
     stream: u64,
+    arriving: Option<Arriving>,
     summary: ContactSummary,
+    trouble: Trouble,
 }
 
 impl Station {
+    fn fail(&mut self, error: &GroundError) {
+        self.broken = true;
+        self.arriving = None;
+        self.trouble.report("archive", error);
+    }
+
+    /// What each pass carried, as this run counted it; a failure (a full disk) is reported and
+    /// tried again at the next save.
+    fn save_passes(&mut self, session: &LinkSession, run_ms: i64) {
+        for pass in session.passes() {
+            if let Err(error) = self.committer.archive().save_link_pass(&pass, run_ms) {
+                return self.trouble.report("link accounting", &error);
+            }
+        }
+    }
+
+    /// Commits what arrived early once its batch is due.
+    fn commit_due(&mut self) {
+        if self.broken {
+            return;
+        }
+        if let Err(error) = self.committer.commit_if_due() {
+            self.fail(&error);
+        }
+    }
+
+    /// Ends the session of a file that will not be completed under its name.
+    fn close_arriving(&mut self) {
+        if let Some(arriving) = self.arriving.take() {
+            if let Err(error) = self.committer.end(arriving.decoder) {
+                self.fail(&error);
+            }
+        }
+    }
+
+    fn take_arriving(&mut self, name: &str, bytes: &[u8]) {
+        if Payload::of_name(name) != Some(Payload::Records) || self.broken {
+            return;
+        }
+        if self.arriving.as_ref().is_some_and(|a| a.name != name) {
+            self.close_arriving();
+        }
+        if self.arriving.is_none() {
+            self.stream += 1;
+            let stored_before = self.committer.stored_records();
+            match self
+                .committer
+                .begin_stream(self.stream, &format!("link:{name}"))
+            {
+                Ok(decoder) => {
+                    self.arriving = Some(Arriving {
+                        name: name.to_string(),
+                        decoder,
+                        fed: 0,
+                        stored_before,
+                    })
+                }
+                Err(error) => return self.fail(&error),
+            }
+        }
+        let Some(arriving) = self.arriving.as_mut() else {
+            return;
+        };
+        match self.committer.feed(&mut arriving.decoder, bytes) {
+            Ok(()) => arriving.fed += bytes.len() as u64,
+            Err(error) => self.fail(&error),
+        }
+    }
+
     fn ingest(&mut self, name: &str, path: &Path) -> Result<()> {
         if self.broken {
+            self.arriving = None;
             self.committer = Committer::new(
                 Archive::open(&self.archive_dir)?,
                 self.ingest_options.clone(),
             );
             self.broken = false;
         }
-        let outcome = self.ingest_file(name, path);
+        if self.arriving.as_ref().is_some_and(|a| a.name != name) {
+            self.close_arriving();
+        }
+        let outcome = match self.arriving.take() {
+            Some(arriving) => self.finish_arriving(arriving, path),
+            None => self.ingest_file(name, path),
+        };
         self.broken = outcome.is_err();
         outcome
+    }
+
+    /// The rest of a file whose start was fed as it arrived, then its session's commit.
+    fn finish_arriving(&mut self, mut arriving: Arriving, path: &Path) -> Result<()> {
+        let bytes = std::fs::read(path).map_err(|source| GroundError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let rest = bytes.get(arriving.fed as usize..).unwrap_or_default();
+        self.committer.feed(&mut arriving.decoder, rest)?;
+        self.committer.end(arriving.decoder)?;
+        self.committer.commit()?;
+        self.summary.records_files += 1;
+        self.summary.records_stored += self.committer.stored_records() - arriving.stored_before;
+        Ok(())
     }
 
     fn ingest_file(&mut self, name: &str, path: &Path) -> Result<()> {
@@ -159,6 +262,16 @@ impl Station {
 }
 
 impl Consignee for Station {
+    fn arriving(&mut self, name: &str, bytes: &[u8]) {
+        self.take_arriving(name, bytes);
+    }
+
+    fn abandoned(&mut self, name: &str) {
+        if self.arriving.as_ref().is_some_and(|a| a.name == name) {
+            self.close_arriving();
+        }
+    }
+
     fn announced(&mut self, name: &str, _size: u64) {
         if let Some((tile, false)) = tile_of_file_name(name) {
             if let Err(error) = self.committer.archive().tile_sent(tile) {
@@ -212,7 +325,9 @@ pub fn run_contact(dir: &Path, options: &ContactOptions) -> Result<ContactSummar
         ingest_options,
         tiles_dir: dir.join(TILES_DIR),
         stream: 0,
+        arriving: None,
         summary: ContactSummary::default(),
+        trouble: Trouble::default(),
     }));
     let mut inbox = Inbox::open(
         &dir.join("incoming"),
@@ -231,7 +346,6 @@ pub fn run_contact(dir: &Path, options: &ContactOptions) -> Result<ContactSummar
     let mut telecommands = 0u64;
     let mut sequence_count = 0u16;
     let mut saved_passes = Instant::now();
-    let mut archive_trouble = Trouble::default();
     let run_ms = crate::now_ms();
     loop {
         if options
@@ -256,6 +370,7 @@ pub fn run_contact(dir: &Path, options: &ContactOptions) -> Result<ContactSummar
             last_heard = now;
         }
         let mut frames = inbox.step(&pdus, contact);
+        station.borrow_mut().commit_due();
         for refusal in inbox.take_refusals() {
             eprintln!("orbhash ground: not acknowledged: {refusal}");
             station.borrow_mut().summary.refusals.push(refusal);
@@ -265,7 +380,7 @@ pub fn run_contact(dir: &Path, options: &ContactOptions) -> Result<ContactSummar
         let due = last_command.is_none_or(|at| now - at >= options.command_interval);
         if due {
             if let Some(key) = &options.key {
-                let station = station.borrow();
+                let mut station = station.borrow_mut();
                 let uplink = uplink_requests(
                     station.committer.archive(),
                     options,
@@ -277,7 +392,7 @@ pub fn run_contact(dir: &Path, options: &ContactOptions) -> Result<ContactSummar
                         telecommands += commands.len() as u64;
                         frames.extend(commands);
                     }
-                    Err(error) => archive_trouble.report("telecommands", &error),
+                    Err(error) => station.trouble.report("telecommands", &error),
                 }
             }
             last_command = Some(now);
@@ -287,15 +402,11 @@ pub fn run_contact(dir: &Path, options: &ContactOptions) -> Result<ContactSummar
         accounted = inbox.account;
         session.record(&delta);
         if saved_passes.elapsed() >= Duration::from_secs(1) {
-            if let Err(error) = save_passes(&station.borrow().committer, &session, run_ms) {
-                archive_trouble.report("link accounting", &error);
-            }
+            station.borrow_mut().save_passes(&session, run_ms);
             saved_passes = Instant::now();
         }
     }
-    if let Err(error) = save_passes(&station.borrow().committer, &session, run_ms) {
-        archive_trouble.report("link accounting", &error);
-    }
+    station.borrow_mut().save_passes(&session, run_ms);
     let mut summary = std::mem::take(&mut station.borrow_mut().summary);
     summary.passes = session.passes();
     summary.total = inbox.account;
@@ -379,11 +490,4 @@ fn uplink_requests(
         commands.push(packet);
     }
     Ok(commands)
-}
-
-fn save_passes(committer: &Committer, session: &LinkSession, run_ms: i64) -> Result<()> {
-    for pass in session.passes() {
-        committer.archive().save_link_pass(&pass, run_ms)?;
-    }
-    Ok(())
 }

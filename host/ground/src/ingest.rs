@@ -346,6 +346,40 @@ impl Committer {
         Ok(())
     }
 
+    /// Opens stream `stream` as a session from `source` and returns its decoder.
+    pub fn begin_stream(&mut self, stream: u64, source: &str) -> Result<StreamDecoder> {
+        let key = self.options.key.clone();
+        self.handle(StreamMessage::Begin {
+            stream,
+            source: source.to_string(),
+            peer: None,
+            authenticated: key.is_some(),
+        })?;
+        Ok(StreamDecoder::new(stream, key, None))
+    }
+
+    /// Feeds the next bytes of `decoder`'s stream; stops at the first message that fails.
+    pub fn feed(&mut self, decoder: &mut StreamDecoder, bytes: &[u8]) -> Result<()> {
+        let mut result = Ok(());
+        decoder.feed(bytes, &mut |message| {
+            if result.is_ok() {
+                result = self.handle(message);
+            }
+        });
+        result
+    }
+
+    /// Ends `decoder`'s stream and commits its session.
+    pub fn end(&mut self, decoder: StreamDecoder) -> Result<()> {
+        let mut result = Ok(());
+        decoder.end(&mut |message| {
+            if result.is_ok() {
+                result = self.handle(message);
+            }
+        });
+        result
+    }
+
     /// Commits what is left and returns the reports of the sessions that ended.
     pub fn finish(mut self) -> Result<Vec<SessionReport>> {
         self.commit()?;
@@ -471,15 +505,7 @@ pub fn ingest_reader(
     mut reader: impl Read,
     source: &str,
 ) -> Result<()> {
-    let key = committer.options.key.clone();
-    let authenticated = key.is_some();
-    committer.handle(StreamMessage::Begin {
-        stream,
-        source: source.to_string(),
-        peer: None,
-        authenticated,
-    })?;
-    let mut decoder = StreamDecoder::new(stream, key, None);
+    let mut decoder = committer.begin_stream(stream, source)?;
     let mut buffer = vec![0u8; 1 << 18];
     let mut failure: Option<GroundError> = None;
     loop {
@@ -495,21 +521,9 @@ pub fn ingest_reader(
                 break;
             }
         };
-        let mut result = Ok(());
-        decoder.feed(buffer.get(..read).unwrap_or(&[]), &mut |message| {
-            if result.is_ok() {
-                result = committer.handle(message);
-            }
-        });
-        result?;
+        committer.feed(&mut decoder, buffer.get(..read).unwrap_or(&[]))?;
     }
-    let mut result = Ok(());
-    decoder.end(&mut |message| {
-        if result.is_ok() {
-            result = committer.handle(message);
-        }
-    });
-    result?;
+    committer.end(decoder)?;
     // What was read before a read error is stored and reported; the error is still the answer.
     failure.map_or(Ok(()), Err)
 }

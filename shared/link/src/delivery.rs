@@ -25,6 +25,7 @@
 //! - **Authentication.** With a mission key every PDU carries a MAC (`orbhash_wire::delivery`).
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -686,9 +687,15 @@ impl Outbox {
 pub trait Consignee {
     /// A transfer has begun (its metadata arrived): `size` bytes under `name`.
     fn announced(&mut self, name: &str, size: u64);
+    /// The next bytes of the file, in order, as they arrive (before the file is whole): what
+    /// can be used early (records) need not wait for the rest.
+    fn arriving(&mut self, _name: &str, _bytes: &[u8]) {}
     /// The whole file, its checksum verified, is at `path`: make it durable and answer `Ok` only
     /// once it is. An `Err` makes the ground answer "incomplete" and the board send it again.
     fn deliver(&mut self, name: &str, path: &Path) -> Result<(), String>;
+    /// The transfer of `name` ended without the file (refused, or given up): nothing more
+    /// arrives under this name; the board sends its content again under another.
+    fn abandoned(&mut self, _name: &str) {}
 }
 
 /// The ground's filestore: files land in one directory, under names [`Payload::of_name`]
@@ -791,6 +798,10 @@ struct Receiving {
     committed: bool,
     /// The consignee was told the transfer began.
     announced: bool,
+    /// Bytes from the start of the file handed to [`Consignee::arriving`].
+    prefix: u64,
+    /// File data received past a gap, by offset, until the gap is filled.
+    ahead: BTreeMap<u64, Vec<u8>>,
 }
 
 struct DestUser<C: Consignee> {
@@ -800,6 +811,35 @@ struct DestUser<C: Consignee> {
 }
 
 impl<C: Consignee> DestUser<C> {
+    /// File data the library took (wrote): hands on whatever now follows the prefix unbroken.
+    fn segment(&mut self, offset: u64, data: &[u8]) {
+        let end = offset + data.len() as u64;
+        if end > self.receiving.prefix {
+            self.receiving.ahead.insert(offset, data.to_vec());
+        }
+        self.hand_on();
+    }
+
+    fn hand_on(&mut self) {
+        let Some(name) = self.receiving.name.clone() else {
+            // Data before its metadata: held until the file has a name.
+            return;
+        };
+        let receiving = &mut self.receiving;
+        while let Some(entry) = receiving.ahead.first_entry() {
+            let (offset, len) = (*entry.key(), entry.get().len() as u64);
+            if offset > receiving.prefix {
+                break;
+            }
+            let data = entry.remove();
+            let skip = (receiving.prefix - offset) as usize;
+            if let Some(fresh) = data.get(skip..).filter(|fresh| !fresh.is_empty()) {
+                self.consignee.borrow_mut().arriving(&name, fresh);
+                receiving.prefix = offset + len;
+            }
+        }
+    }
+
     /// Checks the file against its EOF checksum (cfdp-rs 0.3 skips the check in acknowledged
     /// mode when nothing was lost) and hands it to the consignee.
     fn commit(&mut self) -> Result<(), String> {
@@ -934,7 +974,12 @@ impl<C: Consignee> Inbox<C> {
 
     fn restart_handler(&mut self) {
         self.handler = Self::fresh_handler(&self.user.dir, &self.pdus, &self.config);
-        self.user.receiving = Receiving::default();
+        let ended = std::mem::take(&mut self.user.receiving);
+        if let (Some(name), false) = (ended.name, ended.committed) {
+            if ended.prefix > 0 {
+                self.user.consignee.borrow_mut().abandoned(&name);
+            }
+        }
     }
 
     /// Feeds received CFDP frames, runs the protocol for `contact` of contact time, and returns
@@ -987,15 +1032,19 @@ impl<C: Consignee> Inbox<C> {
                 self.account.round_trips += 1;
                 self.sent_since_heard = false;
             }
-            if self
-                .handler
-                .state_machine(&mut self.user, Some(&info))
-                .is_err()
-            {
-                // A PDU the library refuses (bad CRC, wrong step) is dropped like a damaged one.
-                self.account.frames_rejected += 1;
+            match self.handler.state_machine(&mut self.user, Some(&info)) {
+                Ok(_) if info.pdu_type() == PduType::FileData => {
+                    if let Ok(data) = FileDataPdu::from_bytes(pdu) {
+                        self.user.segment(data.offset(), data.file_data());
+                    }
+                }
+                Ok(_) => {}
+                // A PDU the library refuses (bad CRC, wrong step, a write that failed) is
+                // dropped like a damaged one.
+                Err(_) => self.account.frames_rejected += 1,
             }
         }
+        self.user.hand_on();
         if self.current.is_some() {
             let _ = self.handler.state_machine_no_packet(&mut self.user);
         }

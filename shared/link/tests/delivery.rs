@@ -15,6 +15,10 @@ use orbhash_wire::MacKey;
 #[derive(Default)]
 struct Shelf {
     delivered: BTreeMap<String, Vec<u8>>,
+    /// What `arriving` handed on, per name, and how much of it before the file was whole.
+    arrived: BTreeMap<String, Vec<u8>>,
+    arrived_early: BTreeMap<String, usize>,
+    abandoned: Vec<String>,
     announced: Vec<String>,
     refuse: bool,
 }
@@ -23,7 +27,19 @@ impl Consignee for Shelf {
     fn announced(&mut self, name: &str, _size: u64) {
         self.announced.push(name.to_string());
     }
+    fn arriving(&mut self, name: &str, bytes: &[u8]) {
+        self.arrived
+            .entry(name.to_string())
+            .or_default()
+            .extend_from_slice(bytes);
+    }
+    fn abandoned(&mut self, name: &str) {
+        self.arrived.remove(name);
+        self.abandoned.push(name.to_string());
+    }
     fn deliver(&mut self, name: &str, path: &Path) -> Result<(), String> {
+        let early = self.arrived.get(name).map_or(0, Vec::len);
+        self.arrived_early.insert(name.to_string(), early);
         if self.refuse {
             return Err("no space left".into());
         }
@@ -147,7 +163,16 @@ fn files_arrive_whole_over_a_damaged_channel_in_both_directions() {
     let shelf = shelf.borrow();
     for (name, bytes) in &files {
         assert_eq!(shelf.delivered.get(name), Some(bytes), "{name}");
+        // Handed on in order as it arrived, gaps filled first, exactly the file: the archive can
+        // store records before the whole file is there.
+        assert_eq!(shelf.arrived.get(name), Some(bytes), "{name} as it arrived");
     }
+    let early: usize = shelf.arrived_early.values().sum();
+    assert!(
+        early > 0,
+        "nothing handed on before its file was whole: {:?}",
+        shelf.arrived_early
+    );
     assert!(down.stats.lost > 0 && down.stats.corrupted > 0 && up.stats.lost > 0);
     let account = outbox.account;
     assert_eq!(
