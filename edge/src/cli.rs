@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use orbhash_cli::parse_duration;
 use orbhash_contract::card::{CalibrationMethod, ModelCard, CARD_FORMAT};
 use orbhash_infer::{Hasher, OnnxModel};
-use orbhash_link::{ContactPlan, DeliveryConfig, Endpoint, Impairment, LinkOptions};
+use orbhash_link::{Endpoint, LinkOptions};
 use orbhash_wire::MacKey;
 use orbhash_wire::RetentionPolicy;
 
@@ -138,22 +138,8 @@ struct RunArgs {
     /// for this long; what is left stays queued for the next run.
     #[arg(long, value_parser = parse_duration, default_value = "60s", requires = "link")]
     quiet_limit: Duration,
-    /// Two-way link: how long to wait for an acknowledgement or asked-for data before asking or
-    /// sending again.
-    #[arg(long, value_parser = parse_duration, default_value = "500ms", requires = "link")]
-    ack_timer: Duration,
-    /// Two-way link: contact time without an answer after which a transfer starts over.
-    #[arg(long, value_parser = parse_duration, default_value = "5s", requires = "link")]
-    inactivity: Duration,
-    /// Simulated two-way link: probability that a frame arrives twice.
-    #[arg(long, default_value_t = 0.0, requires = "link")]
-    duplicate: f64,
-    /// Simulated two-way link: one-way delay of every frame (e.g. 20ms).
-    #[arg(long, value_parser = parse_duration, default_value = "0s", requires = "link")]
-    latency: Duration,
-    /// Simulated two-way link: the downlink's data rate in bytes per second (0: unlimited).
-    #[arg(long, default_value_t = 0, requires = "link")]
-    rate: u64,
+    #[command(flatten)]
+    delivery: orbhash_link::args::DeliveryArgs,
     /// The store-and-forward queue directory.
     #[arg(long, default_value = "edge-queue")]
     queue: PathBuf,
@@ -179,21 +165,8 @@ struct RunArgs {
     /// Records per packet at most.
     #[arg(long, default_value_t = 32)]
     records_per_packet: u16,
-    /// Simulated link: time up in each contact window (e.g. 2s, 500ms).
-    #[arg(long, value_parser = parse_duration)]
-    link_up: Option<Duration>,
-    /// Simulated link: time down between windows.
-    #[arg(long, value_parser = parse_duration, default_value = "0s")]
-    link_down: Duration,
-    /// Simulated link: probability of a corrupted frame.
-    #[arg(long, default_value_t = 0.0)]
-    corrupt: f64,
-    /// Simulated link: probability of a lost frame.
-    #[arg(long, default_value_t = 0.0)]
-    drop: f64,
-    /// Seed of the simulated link.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    simulation: orbhash_link::args::SimulationArgs,
     /// Stop after hashing this many new tiles.
     #[arg(long)]
     max_tiles: Option<u32>,
@@ -206,7 +179,7 @@ struct RunArgs {
     /// with its label. The default keeps every tile the model is not at least even odds on;
     /// for a two-class model every predicted label has 0.5 or more.
     #[arg(long, value_name = "P", default_value_t = DEFAULT_MIN_CONFIDENCE,
-          value_parser = parse_probability, requires = "drop_labels")]
+          value_parser = parse_confidence, requires = "drop_labels")]
     min_confidence: f32,
     /// Keep the hashed scene (the --tiles file or directory) in this on-board store, so that its
     /// full tiles can be tasked later; the oldest scenes are evicted first, and each eviction
@@ -227,13 +200,8 @@ struct RunArgs {
     quiet: bool,
 }
 
-fn parse_probability(text: &str) -> Result<f32, String> {
-    match text.parse::<f32>() {
-        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
-        _ => Err(format!(
-            "{text:?}: give a probability from 0 to 1, e.g. 0.7"
-        )),
-    }
+fn parse_confidence(text: &str) -> Result<f32, String> {
+    orbhash_cli::parse_probability(text).map(|p| p as f32)
 }
 
 /// The two-way link for people: one line in all, one per pass.
@@ -457,41 +425,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 (Some(endpoint), _) => Downlink::TwoWay(Box::new(ContactOptions {
                     link: LinkOptions {
                         endpoint,
-                        impairment: Impairment {
-                            loss: args.drop,
-                            corrupt: args.corrupt,
-                            duplicate: args.duplicate,
-                            latency: args.latency,
-                            rate: args.rate,
-                            seed: args.seed,
-                        },
-                        contact: args.link_up.map(|up| ContactPlan {
-                            up,
-                            down: args.link_down,
-                        }),
+                        impairment: args.simulation.impairment(),
+                        contact: args.simulation.contact(),
                     },
                     key: key.clone(),
-                    delivery: DeliveryConfig {
-                        ack_interval: args.ack_timer,
-                        nak_interval: args.ack_timer,
-                        inactivity: args.inactivity,
-                        ..DeliveryConfig::default()
-                    },
+                    delivery: args.delivery.config(),
                     bundle_bytes: args.bundle_bytes,
                     linger: args.linger,
                     quiet_limit: args.quiet_limit,
                     scene_store: scene_store.clone(),
                 })),
-                (None, Some(target)) => Downlink::OneWay {
-                    target,
-                    simulation: args.link_up.map(|up| Simulation {
-                        up,
-                        down: args.link_down,
-                        corrupt: args.corrupt,
-                        drop: args.drop,
-                        seed: args.seed,
-                    }),
-                },
+                (None, Some(target)) => {
+                    let simulation = &args.simulation;
+                    // The one-way link's simulator knows windows, loss and corruption only.
+                    if simulation.duplicate > 0.0
+                        || simulation.latency > Duration::ZERO
+                        || simulation.rate > 0
+                    {
+                        anyhow::bail!(
+                            "--duplicate, --latency and --rate simulate the two-way link: give \
+                             --link, or leave them out"
+                        );
+                    }
+                    Downlink::OneWay {
+                        target,
+                        simulation: simulation.contact().map(|plan| Simulation {
+                            up: plan.up,
+                            down: plan.down,
+                            corrupt: simulation.corrupt,
+                            drop: simulation.drop,
+                            seed: simulation.seed,
+                        }),
+                    }
+                }
                 (None, None) => anyhow::bail!("give --downlink (one-way) or --link (two-way)"),
             };
             orbhash_infer::threads::use_threads(args.threads)?;

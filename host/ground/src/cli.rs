@@ -99,36 +99,10 @@ pub struct ContactArgs {
     /// This ground station's PUS source id.
     #[arg(long, default_value_t = 1)]
     pub source: u16,
-    /// How long to wait for an acknowledgement or asked-for data before asking again.
-    #[arg(long, value_parser = orbhash_cli::parse_duration, default_value = "500ms")]
-    pub ack_timer: Duration,
-    /// Contact time without a PDU after which a transfer in progress is dropped.
-    #[arg(long, value_parser = orbhash_cli::parse_duration, default_value = "5s")]
-    pub inactivity: Duration,
-    /// Simulated link: time up in each contact window (windows follow the wall clock).
-    #[arg(long, value_parser = orbhash_cli::parse_duration)]
-    pub link_up: Option<Duration>,
-    /// Simulated link: time down between windows.
-    #[arg(long, value_parser = orbhash_cli::parse_duration, default_value = "0s")]
-    pub link_down: Duration,
-    /// Simulated uplink: probability that a frame is lost.
-    #[arg(long, default_value_t = 0.0)]
-    pub drop: f64,
-    /// Simulated uplink: probability that a frame arrives with a bit flipped.
-    #[arg(long, default_value_t = 0.0)]
-    pub corrupt: f64,
-    /// Simulated uplink: probability that a frame arrives twice.
-    #[arg(long, default_value_t = 0.0)]
-    pub duplicate: f64,
-    /// Simulated uplink: one-way delay of every frame.
-    #[arg(long, value_parser = orbhash_cli::parse_duration, default_value = "0s")]
-    pub latency: Duration,
-    /// Simulated uplink: data rate in bytes per second (0: unlimited).
-    #[arg(long, default_value_t = 0)]
-    pub rate: u64,
-    /// Seed of the simulated uplink.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub delivery: orbhash_link::args::DeliveryArgs,
+    #[command(flatten)]
+    pub simulation: orbhash_link::args::SimulationArgs,
     /// Print the contact's summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -364,26 +338,11 @@ fn contact(args: &ContactArgs) -> anyhow::Result<()> {
     let options = ContactOptions {
         link: orbhash_link::LinkOptions {
             endpoint: args.link.clone(),
-            impairment: orbhash_link::Impairment {
-                loss: args.drop,
-                corrupt: args.corrupt,
-                duplicate: args.duplicate,
-                latency: args.latency,
-                rate: args.rate,
-                seed: args.seed,
-            },
-            contact: args.link_up.map(|up| orbhash_link::ContactPlan {
-                up,
-                down: args.link_down,
-            }),
+            impairment: args.simulation.impairment(),
+            contact: args.simulation.contact(),
         },
         key,
-        delivery: orbhash_link::DeliveryConfig {
-            ack_interval: args.ack_timer,
-            nak_interval: args.ack_timer,
-            inactivity: args.inactivity,
-            ..orbhash_link::DeliveryConfig::default()
-        },
+        delivery: args.delivery.config(),
         until_idle: args.until_idle,
         command_interval: args.command_interval,
         apid: args.apid,

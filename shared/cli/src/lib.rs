@@ -1,6 +1,7 @@
 //! What `orbhash`, `orbhash-edge` and `orbhash-ground` share on the terminal: [`Table`], the one
 //! way their tables are laid out, [`error_chain`], the one way an error is written on a line, and
-//! [`parse_duration`], the one way a duration is written on the command line.
+//! [`parse_duration`] and [`parse_probability`], the one way a duration and a probability are
+//! written on the command line.
 //! Machine-readable output is each command's `--json`, never a table.
 //!
 //! A few dozen lines, so no table crate: the board binary has a size budget, and a table crate
@@ -45,6 +46,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?}: out of range"));
     }
     Ok(Duration::from_secs_f64(seconds))
+}
+
+/// A command-line probability, from 0 to 1.
+pub fn parse_probability(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!(
+            "{text:?}: give a probability from 0 to 1, e.g. 0.05"
+        )),
+    }
 }
 
 /// How a column's cells line up.

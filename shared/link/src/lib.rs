@@ -8,9 +8,12 @@
 //!   what orbhash adds to the library, and the per-pass [`delivery::Account`].
 //! - [`session`]: one side's link: transport, channel and contact plan together, with accounting
 //!   per pass.
+//! - [`args`] (feature `cli`): the command-line flags both sides share.
 //!
 //! Telecommands going up are the wire crate's (`orbhash_wire::command`); this crate carries them.
 
+#[cfg(feature = "cli")]
+pub mod args;
 pub mod channel;
 pub mod delivery;
 pub mod session;
