@@ -123,12 +123,16 @@ impl Setup {
     }
 
     fn ground(&self, seed: u64, until_idle: &str) -> Command {
+        self.ground_over(&format!("listen:127.0.0.1:{}", self.port), seed, until_idle)
+    }
+
+    fn ground_over(&self, link: &str, seed: u64, until_idle: &str) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_orbhash-ground-under-test"));
         command
             .args(["contact", "--archive"])
             .arg(self.archive())
             .arg("--link")
-            .arg(format!("listen:127.0.0.1:{}", self.port))
+            .arg(link)
             .arg("--key-file")
             .arg(&self.key_file)
             .args(TIMING)
@@ -724,4 +728,102 @@ fn ten_thousand_hostile_telecommands_change_nothing_and_the_authentic_one_is_obe
     let position =
         std::fs::read_to_string(setup.queue().join("command-position")).expect("position");
     assert_eq!(position.trim(), "1 100");
+}
+
+/// A null-modem cable without hardware: two pseudo-terminals in raw mode, whatever is written to
+/// one's device read from the other's, by two relay threads. The devices stay open (held here)
+/// for as long as the cable exists.
+#[cfg(unix)]
+struct NullModem {
+    devices: [PathBuf; 2],
+    _slaves: [std::os::fd::OwnedFd; 2],
+}
+
+#[cfg(unix)]
+impl NullModem {
+    fn new() -> Self {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let open = || {
+            let pty = nix::pty::openpty(None, None).expect("opens a pseudo-terminal");
+            let mut mode = tcgetattr(&pty.slave).expect("reads its mode");
+            cfmakeraw(&mut mode);
+            tcsetattr(&pty.slave, SetArg::TCSANOW, &mode).expect("sets raw mode");
+            let device = nix::unistd::ttyname(&pty.slave).expect("its device");
+            (std::fs::File::from(pty.master), pty.slave, device)
+        };
+        let (a_master, a_slave, a_device) = open();
+        let (b_master, b_slave, b_device) = open();
+        let relay = |mut from: std::fs::File, mut to: std::fs::File| {
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buffer = [0u8; 4096];
+                // Ends when a side's device is closed for good (the test is over).
+                while let Ok(n) = from.read(&mut buffer) {
+                    if n == 0 || to.write_all(&buffer[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        };
+        relay(
+            a_master.try_clone().expect("clones"),
+            b_master.try_clone().expect("clones"),
+        );
+        relay(b_master, a_master);
+        Self {
+            devices: [a_device, b_device],
+            _slaves: [a_slave, b_slave],
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn records_and_a_tasked_tile_cross_a_serial_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let setup = setup(dir.path(), false);
+    let cable = NullModem::new();
+    let [board_device, ground_device] = &cable.devices;
+    let mut ground = setup
+        .ground_over(&format!("serial:{}", ground_device.display()), 1, "1h")
+        .spawn()
+        .expect("ground starts");
+    let board_link = format!("serial:{}", board_device.display());
+    let scene = scene_id_of("scene");
+    let status = setup
+        .board_over(&board_link, &setup.scene, 1, "0s")
+        .status()
+        .expect("board runs");
+    assert!(status.success(), "{}", setup.logs());
+    let tile = TileRef { scene, tile: 5 };
+    setup.task(&[tile]);
+    let status = setup
+        .board_over(&board_link, &setup.scene, 2, "2s")
+        .status()
+        .expect("board runs");
+    let received = || {
+        Archive::open_read_only(&setup.archive())
+            .and_then(|archive| archive.tasks())
+            .unwrap_or_default()
+            .into_iter()
+            .any(|t| t.tile_id == 5 && t.status == TaskStatus::Received)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !received() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    kill(&mut ground);
+    assert!(status.success(), "{}", setup.logs());
+    let archived: BTreeSet<(u32, u32)> = archived_tiles(&setup.archive()).into_iter().collect();
+    assert_eq!(
+        archived.len() as u32,
+        TILES_PER_SIDE * TILES_PER_SIDE,
+        "{}",
+        setup.logs()
+    );
+    assert!(
+        received(),
+        "the tasked tile did not arrive\n{}",
+        setup.logs()
+    );
 }
