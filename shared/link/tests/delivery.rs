@@ -183,6 +183,53 @@ fn files_arrive_whole_over_a_damaged_channel_in_both_directions() {
     assert!(account.round_trips >= files.len() as u64, "{account:?}");
 }
 
+/// One file through a ground that cannot keep it: every transfer must end refused (never
+/// delivered) and logged; after `free_space`, the next attempt must deliver it whole.
+fn refused_until_space_is_freed(
+    dir: &Path,
+    shelf: &Rc<RefCell<Shelf>>,
+    file: (&str, Vec<u8>),
+    free_space: impl FnOnce(),
+) {
+    let mut outbox = Outbox::open(&dir.join("board"), None, fast()).expect("opens");
+    let mut inbox =
+        Inbox::open(&dir.join("ground"), Rc::clone(shelf), None, fast()).expect("opens");
+    let (mut down, mut up) = (
+        Channel::new(Impairment::NONE),
+        Channel::new(Impairment::NONE),
+    );
+    let files = vec![(file.0.to_string(), file.1)];
+    let mut run = |rounds| {
+        exchange(
+            &files,
+            &mut outbox,
+            &mut inbox,
+            &mut down,
+            &mut up,
+            dir,
+            rounds,
+        )
+    };
+    let outcomes = run(200);
+    assert!(!outcomes.is_empty(), "no transfer ended");
+    assert!(
+        outcomes.iter().all(|o| matches!(o, Outcome::Refused(..))),
+        "a file the ground could not keep was not refused: {outcomes:?}"
+    );
+    assert!(shelf.borrow().delivered.is_empty());
+    free_space();
+    let outcomes = run(300);
+    assert!(
+        matches!(outcomes.first(), Some(Outcome::Delivered(_))),
+        "{outcomes:?}"
+    );
+    assert!(
+        !inbox.take_refusals().is_empty(),
+        "the refusal is not logged"
+    );
+    assert_eq!(shelf.borrow().delivered.get(file.0), Some(&files[0].1));
+}
+
 #[test]
 fn a_ground_that_cannot_commit_is_never_counted_as_delivered() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -190,46 +237,14 @@ fn a_ground_that_cannot_commit_is_never_counted_as_delivered() {
         refuse: true,
         ..Shelf::default()
     }));
-    let mut outbox = Outbox::open(&dir.path().join("board"), None, fast()).expect("opens");
-    let mut inbox =
-        Inbox::open(&dir.path().join("ground"), Rc::clone(&shelf), None, fast()).expect("opens");
-    let (mut down, mut up) = (
-        Channel::new(Impairment::NONE),
-        Channel::new(Impairment::NONE),
-    );
-    let files = vec![("records-1.bin".to_string(), payload(1, 5000))];
-    let outcomes = exchange(
-        &files,
-        &mut outbox,
-        &mut inbox,
-        &mut down,
-        &mut up,
+    refused_until_space_is_freed(
         dir.path(),
-        300,
+        &shelf,
+        ("records-1.bin", payload(1, 5000)),
+        || {
+            shelf.borrow_mut().refuse = false;
+        },
     );
-    assert!(!outcomes.is_empty());
-    assert!(
-        outcomes.iter().all(|o| matches!(o, Outcome::Refused(..))),
-        "{outcomes:?}"
-    );
-    assert!(shelf.borrow().delivered.is_empty());
-    assert!(!inbox.take_refusals().is_empty());
-    // Space freed: the next attempt is delivered.
-    shelf.borrow_mut().refuse = false;
-    let outcomes = exchange(
-        &files,
-        &mut outbox,
-        &mut inbox,
-        &mut down,
-        &mut up,
-        dir.path(),
-        300,
-    );
-    assert!(
-        matches!(outcomes.first(), Some(Outcome::Delivered(_))),
-        "{outcomes:?}"
-    );
-    assert_eq!(shelf.borrow().delivered.len(), 1);
 }
 
 /// A full disk without a mount: the ground's file is a link to `/dev/full`, so every write of
@@ -242,52 +257,16 @@ fn a_file_the_ground_cannot_write_is_never_counted_as_delivered() {
     let dir = tempfile::tempdir().expect("tempdir");
     let shelf = Rc::new(RefCell::new(Shelf::default()));
     let ground = dir.path().join("ground");
-    let mut outbox = Outbox::open(&dir.path().join("board"), None, fast()).expect("opens");
-    let mut inbox = Inbox::open(&ground, Rc::clone(&shelf), None, fast()).expect("opens");
-    let (mut down, mut up) = (
-        Channel::new(Impairment::NONE),
-        Channel::new(Impairment::NONE),
-    );
+    std::fs::create_dir_all(&ground).expect("creates");
     let unwritable = ground.join("records-7.bin");
     std::os::unix::fs::symlink("/dev/full", &unwritable).expect("links /dev/full");
-    let files = vec![("records-7.bin".to_string(), payload(7, 3000))];
-    let outcomes = exchange(
-        &files,
-        &mut outbox,
-        &mut inbox,
-        &mut down,
-        &mut up,
+    refused_until_space_is_freed(
         dir.path(),
-        200,
-    );
-    assert!(!outcomes.is_empty(), "no transfer ended");
-    assert!(
-        outcomes.iter().all(|o| !matches!(o, Outcome::Delivered(_))),
-        "a file the ground never wrote counted as delivered: {outcomes:?}"
-    );
-    assert!(shelf.borrow().delivered.is_empty());
-    assert!(
-        !inbox.take_refusals().is_empty(),
-        "the refusal is not logged"
-    );
-    // Space freed: the next attempt is delivered, whole.
-    std::fs::remove_file(&unwritable).expect("unlinks");
-    let outcomes = exchange(
-        &files,
-        &mut outbox,
-        &mut inbox,
-        &mut down,
-        &mut up,
-        dir.path(),
-        300,
-    );
-    assert!(
-        matches!(outcomes.first(), Some(Outcome::Delivered(_))),
-        "{outcomes:?}"
-    );
-    assert_eq!(
-        shelf.borrow().delivered.get("records-7.bin"),
-        Some(&files[0].1)
+        &shelf,
+        ("records-7.bin", payload(7, 3000)),
+        || {
+            std::fs::remove_file(&unwritable).expect("unlinks");
+        },
     );
 }
 
