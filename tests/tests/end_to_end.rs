@@ -11,7 +11,7 @@ use std::time::Duration;
 use orbhash_edge::link::{LinkTarget, Simulation};
 use orbhash_edge::run::{run, Downlink, RunOptions};
 use orbhash_ground::ingest::{ingest_files, IngestOptions};
-use orbhash_ground::search::{run_query, Method, Query, QuerySpec, SearchSpec};
+use orbhash_ground::search::{run_query, Backend, Method, Query, QuerySpec, SearchSpec};
 use orbhash_host::export::onnx::WeightScaling;
 use orbhash_host::export::{export, verify, Calibration, ExportOptions};
 use orbhash_host::model::backbone::BackboneKind;
@@ -188,6 +188,7 @@ fn train_export_hash_downlink_ingest_and_find_a_tile_by_its_image() {
         time_to: None,
         method: Method::Scan,
         threads: 1,
+        backend: Backend::Embedded,
     };
     let found = codes_for
         .into_iter()

@@ -59,7 +59,7 @@ use serde::{Deserialize, Serialize};
 use crate::{now_ms, GroundError, Result};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Schema migrations: entry `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -208,6 +208,16 @@ CREATE TABLE evictions (
     board_ms INTEGER NOT NULL,          -- the board's clock when it evicted the scene
     received_ms INTEGER NOT NULL,
     UNIQUE (scene_id, board_ms)
+);
+"#,
+    // Version 5. The Milvus backend (see `crate::milvus`): per deployment and model, the highest
+    // record id its collection is known to hold.
+    r#"
+CREATE TABLE milvus_sync (
+    url TEXT NOT NULL,
+    model_id TEXT NOT NULL,             -- 16 hex digits
+    high_water INTEGER NOT NULL,        -- every record id up to this is in the collection
+    PRIMARY KEY (url, model_id)
 );
 "#,
 ];

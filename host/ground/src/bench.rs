@@ -525,14 +525,47 @@ pub fn synthetic_stream(
     epoch: u32,
     key: Option<orbhash_wire::MacKey>,
 ) -> anyhow::Result<Vec<u8>> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(u64::from(epoch) << 16 | u64::from(apid));
+    synthetic_stream_of(
+        &SyntheticStream {
+            records: n,
+            bits: 64,
+            tiles_per_scene: 1_000_000,
+            model_id: ModelId(*b"benchmrk"),
+            apid,
+            epoch,
+        },
+        key,
+    )
+}
+
+/// What [`synthetic_stream_of`] generates.
+#[derive(Debug, Clone, Copy)]
+pub struct SyntheticStream {
+    pub records: usize,
+    pub bits: u16,
+    /// Record `i` is tile `i % tiles_per_scene` of scene `i / tiles_per_scene`, captured a minute
+    /// after the scene before.
+    pub tiles_per_scene: usize,
+    pub model_id: ModelId,
+    pub apid: u16,
+    pub epoch: u32,
+}
+
+/// A COBS-framed stream of uniformly random codes with random labels (0..10), as the satellite
+/// writes it.
+pub fn synthetic_stream_of(
+    spec: &SyntheticStream,
+    key: Option<orbhash_wire::MacKey>,
+) -> anyhow::Result<Vec<u8>> {
+    let mut rng =
+        rand_chacha::ChaCha8Rng::seed_from_u64(u64::from(spec.epoch) << 16 | u64::from(spec.apid));
     let mut writer = PacketWriter::new(WriterConfig {
         context: PacketContext {
-            apid,
-            model_id: ModelId(*b"benchmrk"),
-            code_bits: 64,
+            apid: spec.apid,
+            model_id: spec.model_id,
+            code_bits: spec.bits,
             label_set: 1,
-            epoch,
+            epoch: spec.epoch,
             grid: TileGrid {
                 tiles_per_row: 1000,
                 tile_size_px: 64,
@@ -544,12 +577,14 @@ pub fn synthetic_stream(
         key,
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut sink = orbhash_wire::StdIo(Vec::with_capacity(n * 11));
-    for i in 0..n {
-        let tile_id = (i % 1_000_000) as u32;
-        let scene_id = (i / 1_000_000) as u32;
-        let code = Code::from_bytes(64, &rng.next_u64().to_le_bytes())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let per_scene = spec.tiles_per_scene.max(1);
+    let mut sink = orbhash_wire::StdIo(Vec::with_capacity(spec.records * 11));
+    let mut bytes = vec![0u8; usize::from(spec.bits) / 8];
+    for i in 0..spec.records {
+        let tile_id = (i % per_scene) as u32;
+        let scene_id = (i / per_scene) as u32;
+        rng.fill_bytes(&mut bytes);
+        let code = Code::from_bytes(spec.bits, &bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
         let record = Record {
             tile_id,
             capture_time_ms: 1_700_000_000_000 + u64::from(scene_id) * 60_000,

@@ -11,7 +11,8 @@ use orbhash_contract::card::ModelCard;
 use crate::archive::{Archive, ArchiveStats, SessionReport};
 use crate::contact::{run_contact, ContactOptions};
 use crate::ingest::{ingest_files, listen, read_key_file, IngestOptions, ListenOptions};
-use crate::search::{run_query, Method, Query, QueryResult, QuerySpec, SearchSpec};
+use crate::milvus::{Follower, Milvus, MilvusConfig, MilvusIndex};
+use crate::search::{run_query, Backend, Method, Query, QueryResult, QuerySpec, SearchSpec};
 use crate::tasks::export_tiles;
 use crate::{parse_model_id, GroundError};
 
@@ -53,6 +54,9 @@ pub enum GroundCommand {
     /// Set the board's scene-store retention (capacity, maximum age) by telecommand at the next
     /// contacts; the board evicts what the new policy no longer allows, oldest first.
     Retention(RetentionArgs),
+    /// Keep a Milvus deployment's copy of the codes in step with the archive: `sync` writes what
+    /// it lacks, `rebuild` writes it again from scratch.
+    Index(IndexArgs),
 }
 
 #[derive(Debug, Args)]
@@ -176,6 +180,8 @@ pub struct IngestArgs {
     /// Commit at least this often while data arrives, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub batch_ms: u64,
+    #[command(flatten)]
+    pub milvus: MilvusArgs,
     /// Print the session reports as JSON.
     #[arg(long)]
     pub json: bool,
@@ -230,9 +236,71 @@ pub struct QueryArgs {
     /// Threads for the search (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub milvus: MilvusArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where a Milvus deployment holding the archive's codes is (the search backend past one
+/// machine; SQLite stays the system of record).
+#[derive(Debug, Clone, Args)]
+pub struct MilvusArgs {
+    /// A Milvus deployment (standalone, or a cluster's proxy), e.g. http://milvus:19530: ingest
+    /// writes the codes there too, query searches there instead of the embedded matrix.
+    #[arg(long, value_name = "URL", env = "ORBHASH_MILVUS")]
+    pub milvus: Option<String>,
+    /// The index a new collection gets: bin-flat (exact; the only one Milvus Lite has) or
+    /// bin-ivf-flat (clusters; for tens of millions of codes on a cluster, some recall lost).
+    #[arg(long, value_name = "INDEX", default_value = "bin-flat", value_parser = ["bin-flat", "bin-ivf-flat"])]
+    pub milvus_index: String,
+    /// bin-ivf-flat: clusters (nlist).
+    #[arg(long, default_value_t = 1024)]
+    pub milvus_nlist: u32,
+    /// bin-ivf-flat: clusters searched per query (nprobe).
+    #[arg(long, default_value_t = 32)]
+    pub milvus_nprobe: u32,
+    /// How long a Milvus call may take before the server counts as down.
+    #[arg(long, value_parser = orbhash_cli::parse_duration, default_value = "30s")]
+    pub milvus_timeout: Duration,
+}
+
+impl MilvusArgs {
+    pub fn config(&self) -> Option<MilvusConfig> {
+        let url = self.milvus.clone()?;
+        Some(MilvusConfig {
+            url,
+            index: if self.milvus_index == "bin-ivf-flat" {
+                MilvusIndex::BinIvfFlat {
+                    nlist: self.milvus_nlist,
+                    nprobe: self.milvus_nprobe,
+                }
+            } else {
+                MilvusIndex::BinFlat
+            },
+            timeout: self.milvus_timeout,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
+Examples:
+  orbhash-ground index sync --archive A --milvus http://127.0.0.1:19530
+  orbhash-ground index rebuild --archive A --milvus http://milvus:19530 --milvus-index bin-ivf-flat")]
+pub struct IndexArgs {
+    /// sync: write what Milvus does not hold yet (idempotent); rebuild: drop each model's
+    /// collection and write it again from the archive.
+    #[arg(value_parser = ["sync", "rebuild"])]
+    pub action: String,
+    #[command(flatten)]
+    pub archive: ArchiveArg,
+    /// Only this model (16 hex digits); default: every model in the archive.
+    #[arg(long)]
+    pub model: Option<String>,
+    #[command(flatten)]
+    pub milvus: MilvusArgs,
 }
 
 #[derive(Debug, Args)]
@@ -294,6 +362,7 @@ pub fn run(args: GroundArgs) -> anyhow::Result<()> {
     match args.command {
         GroundCommand::Ingest(args) => ingest(&args),
         GroundCommand::Query(args) => query(&args),
+        GroundCommand::Index(args) => index(&args),
         GroundCommand::Stats(args) => stats(&args),
         GroundCommand::ModelCard(args) => {
             let model = parse_model_id(&args.model)?;
@@ -561,6 +630,35 @@ pub fn read_model_card(path: &std::path::Path) -> Result<ModelCard, GroundError>
     })
 }
 
+fn index(args: &IndexArgs) -> anyhow::Result<()> {
+    let Some(config) = args.milvus.config() else {
+        anyhow::bail!("give --milvus URL (or ORBHASH_MILVUS): the deployment to write to");
+    };
+    let archive = Archive::open(&args.archive.archive)?;
+    let milvus = Milvus::connect(&config)?;
+    let wanted = args.model.as_deref().map(parse_model_id).transpose()?;
+    let mut table = Table::new(["model", "bits", "archived", "written", "in Milvus"]);
+    for model in archive.models()? {
+        if wanted.is_some_and(|id| id != model.model_id) || model.record_count == 0 {
+            continue;
+        }
+        let report = if args.action == "rebuild" {
+            milvus.rebuild(&archive, &model)?
+        } else {
+            milvus.sync(&archive, &model)?
+        };
+        table.row([
+            model.model_id.to_string(),
+            model.code_bits.to_string(),
+            model.record_count.to_string(),
+            report.records_written.to_string(),
+            milvus.count(&model)?.to_string(),
+        ]);
+    }
+    print!("{table}");
+    Ok(())
+}
+
 fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
     let key = args.key_file.as_deref().map(read_key_file).transpose()?;
     let options = IngestOptions {
@@ -568,11 +666,19 @@ fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
         batch_records: args.batch_records.max(1),
         batch_interval: Duration::from_millis(args.batch_ms),
     };
-    let progress: super::ingest::CommitHook = Box::new(|note| {
+    let follower = args
+        .milvus
+        .config()
+        .map(|config| Follower::spawn(&args.archive.archive, &config));
+    let waker = follower.as_ref().and_then(Follower::waker);
+    let progress: super::ingest::CommitHook = Box::new(move |note| {
         eprintln!(
             "orbhash ground: committed {} records in {} packets",
             note.records_stored, note.packets_stored
         );
+        if let Some(waker) = &waker {
+            let _ = waker.send(());
+        }
     });
     let reports = match args.listen {
         Some(addr) => {
@@ -597,6 +703,15 @@ fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
             ingest_files(&args.archive.archive, &inputs, options, Some(progress))?
         }
     };
+    if let Some(follower) = follower {
+        // The archive has everything whatever happens here; a failed sync is repaired by the
+        // next ingest or `index sync`, and said.
+        let written = follower.finish()?;
+        eprintln!(
+            "orbhash ground: Milvus at {}: {written} records written",
+            args.milvus.milvus.as_deref().unwrap_or_default()
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
@@ -702,6 +817,10 @@ fn run_query_args(args: &QueryArgs) -> anyhow::Result<QueryResult> {
         threads: args
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        backend: args
+            .milvus
+            .config()
+            .map_or(Backend::Embedded, Backend::Milvus),
     };
     Ok(run_query(&args.archive.archive, &query)?)
 }

@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod kernel;
 pub mod matrix;
 pub mod mih;
+pub mod milvus;
 pub mod reports;
 pub mod search;
 pub mod tasks;
@@ -51,6 +52,23 @@ pub enum GroundError {
     },
     #[error("code matrix {path}: {why}")]
     BadMatrix { path: PathBuf, why: String },
+    #[error("Milvus at {url}: {what}: {reason}")]
+    Milvus {
+        url: String,
+        /// The call that failed.
+        what: String,
+        reason: String,
+    },
+    #[error(
+        "Milvus at {url} holds {held} codes of model {model}, the archive {archived}: run \
+         `orbhash-ground index sync --milvus {url}` (or `index rebuild`) first"
+    )]
+    MilvusBehind {
+        url: String,
+        model: ModelId,
+        held: u64,
+        archived: u64,
+    },
     #[error("model {0} is not in the archive")]
     UnknownModel(ModelId),
     #[error("the archive holds several models ({models}); choose one with --model")]

@@ -19,6 +19,7 @@ use crate::archive::{Archive, ModelInfo, StoredRecord};
 use crate::kernel::Kernel;
 use crate::matrix::{CodeMatrix, MatrixSource};
 use crate::mih::MultiIndex;
+use crate::milvus::{IdHit, Milvus, MilvusConfig};
 use crate::{GroundError, Result};
 
 /// One result: a matrix row and its distance. Orders by (distance, row).
@@ -360,6 +361,16 @@ pub enum Method {
     Mih,
 }
 
+/// Where the codes are searched. The records themselves always come from the SQLite archive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// The archive's own code matrix: popcount scan or multi-index hashing, in this process.
+    #[default]
+    Embedded,
+    /// A Milvus deployment the archive was synced to ([`crate::milvus`]).
+    Milvus(MilvusConfig),
+}
+
 /// A search request against an archive.
 #[derive(Debug, Clone)]
 pub struct Query {
@@ -376,6 +387,7 @@ pub struct Query {
     pub time_to: Option<u64>,
     pub method: Method,
     pub threads: usize,
+    pub backend: Backend,
 }
 
 /// One returned tile.
@@ -429,7 +441,6 @@ pub fn run_query(dir: &Path, query: &Query) -> Result<QueryResult> {
         }
         codes.push(code.to_words().to_vec());
     }
-    let (matrix, source) = CodeMatrix::open_or_build(&archive, &model)?;
     let mut labels = Vec::new();
     for text in &query.labels {
         labels.push(label_index(&model, text)?);
@@ -440,19 +451,7 @@ pub fn run_query(dir: &Path, query: &Query) -> Result<QueryResult> {
         time_from: query.time_from,
         time_to: query.time_to,
     };
-    let method = match query.method {
-        Method::Auto if matrix.len() >= 1 << 20 && codes.len() >= 64 => Method::Mih,
-        Method::Auto => Method::Scan,
-        other => other,
-    };
-    let options = ScanOptions {
-        threads: query.threads.max(1),
-        ..ScanOptions::default()
-    };
-    let started = Instant::now();
-    let index = (method == Method::Mih).then(|| MultiIndex::build(&matrix, None));
     // Queries sharing a filter run as one batch; `--same-label` gives each tile query its own.
-    let mut hits: Vec<Vec<Hit>> = vec![Vec::new(); codes.len()];
     let mut groups: Vec<(Filter, Vec<usize>)> = Vec::new();
     for (at, (_, tile_label, _)) in resolved.iter().enumerate() {
         let mut filter = base_filter.clone();
@@ -472,28 +471,37 @@ pub fn run_query(dir: &Path, query: &Query) -> Result<QueryResult> {
             None => groups.push((filter, vec![at])),
         }
     }
-    for (filter, members) in &groups {
-        let batch: Vec<Vec<u64>> = members
-            .iter()
-            .filter_map(|&at| codes.get(at).cloned())
-            .collect();
-        let found = match &index {
-            Some(index) => index.search_batch(&matrix, &batch, query.spec, filter, options.threads),
-            None => scan(&matrix, &batch, query.spec, filter, &options),
-        };
-        for (&at, result) in members.iter().zip(found) {
-            if let Some(slot) = hits.get_mut(at) {
-                *slot = result;
+    let started = Instant::now();
+    let searched = match &query.backend {
+        Backend::Embedded => search_embedded(&archive, &model, query, &codes, &groups)?,
+        Backend::Milvus(config) => {
+            let milvus = Milvus::connect(config)?;
+            milvus.check_complete(&model)?;
+            let mut hits: Vec<Vec<IdHit>> = vec![Vec::new(); codes.len()];
+            for (filter, members) in &groups {
+                let batch: Vec<Code> = members
+                    .iter()
+                    .filter_map(|&at| resolved.get(at).map(|(code, _, _)| code.clone()))
+                    .collect();
+                let found = milvus.search(&model, &batch, query.spec, filter)?;
+                for (&at, result) in members.iter().zip(found) {
+                    if let Some(slot) = hits.get_mut(at) {
+                        *slot = result;
+                    }
+                }
+            }
+            Searched {
+                hits,
+                archive_codes: model.record_count as usize,
+                method: format!("Milvus at {} (exact Hamming)", milvus.url()),
+                matrix: "none (the codes are in Milvus)".to_string(),
             }
         }
-    }
+    };
     let search_ms = started.elapsed().as_secs_f64() * 1e3;
-    let mut answers = Vec::with_capacity(hits.len());
-    for ((code, _, _), query_hits) in resolved.iter().zip(hits) {
-        let ids: Vec<i64> = query_hits
-            .iter()
-            .filter_map(|hit| matrix.ids.get(hit.row as usize).copied())
-            .collect();
+    let mut answers = Vec::with_capacity(searched.hits.len());
+    for ((code, _, _), query_hits) in resolved.iter().zip(searched.hits) {
+        let ids: Vec<i64> = query_hits.iter().map(|hit| hit.id).collect();
         let records = archive.records_by_id(&ids)?;
         let matches = query_hits
             .iter()
@@ -514,6 +522,68 @@ pub fn run_query(dir: &Path, query: &Query) -> Result<QueryResult> {
     Ok(QueryResult {
         model_id: model.model_id.to_string(),
         code_bits: model.code_bits,
+        archive_codes: searched.archive_codes,
+        method: searched.method,
+        matrix: searched.matrix,
+        search_ms,
+        answers,
+    })
+}
+
+/// What a backend found: per query, hits by (distance, record id).
+struct Searched {
+    hits: Vec<Vec<IdHit>>,
+    archive_codes: usize,
+    method: String,
+    matrix: String,
+}
+
+/// The embedded backend: the code matrix, scanned or through multi-index hashing.
+fn search_embedded(
+    archive: &Archive,
+    model: &ModelInfo,
+    query: &Query,
+    codes: &[Vec<u64>],
+    groups: &[(Filter, Vec<usize>)],
+) -> Result<Searched> {
+    let (matrix, source) = CodeMatrix::open_or_build(archive, model)?;
+    let method = match query.method {
+        Method::Auto if matrix.len() >= 1 << 20 && codes.len() >= 64 => Method::Mih,
+        Method::Auto => Method::Scan,
+        other => other,
+    };
+    let options = ScanOptions {
+        threads: query.threads.max(1),
+        ..ScanOptions::default()
+    };
+    let index = (method == Method::Mih).then(|| MultiIndex::build(&matrix, None));
+    let mut hits: Vec<Vec<IdHit>> = vec![Vec::new(); codes.len()];
+    for (filter, members) in groups {
+        let batch: Vec<Vec<u64>> = members
+            .iter()
+            .filter_map(|&at| codes.get(at).cloned())
+            .collect();
+        let found = match &index {
+            Some(index) => index.search_batch(&matrix, &batch, query.spec, filter, options.threads),
+            None => scan(&matrix, &batch, query.spec, filter, &options),
+        };
+        for (&at, result) in members.iter().zip(found) {
+            if let Some(slot) = hits.get_mut(at) {
+                // Rows are in record-id order, so (distance, row) ranks as (distance, id).
+                *slot = result
+                    .iter()
+                    .filter_map(|hit| {
+                        matrix.ids.get(hit.row as usize).map(|&id| IdHit {
+                            distance: hit.distance,
+                            id,
+                        })
+                    })
+                    .collect();
+            }
+        }
+    }
+    Ok(Searched {
+        hits,
         archive_codes: matrix.len(),
         method: match method {
             Method::Mih => "multi-index hashing".to_string(),
@@ -528,8 +598,6 @@ pub fn run_query(dir: &Path, query: &Query) -> Result<QueryResult> {
             MatrixSource::Extended(n) => format!("extended with {n} new records"),
             MatrixSource::Rebuilt(why) => format!("rebuilt ({why})"),
         },
-        search_ms,
-        answers,
     })
 }
 

@@ -11,7 +11,7 @@ use orbhash_ground::bench::synthetic_stream;
 use orbhash_ground::ingest::{ingest_files, IngestOptions};
 use orbhash_ground::matrix::{CodeMatrix, MatrixSource};
 use orbhash_ground::search::{
-    brute_force, run_query, Filter, Method, Query, QuerySpec, SearchSpec,
+    brute_force, run_query, Backend, Filter, Method, Query, QuerySpec, SearchSpec,
 };
 use orbhash_ground::GroundError;
 use orbhash_wire::{pack_words, ModelId};
@@ -44,6 +44,7 @@ fn query(queries: Vec<QuerySpec>, spec: SearchSpec) -> Query {
         time_to: None,
         method: Method::Scan,
         threads: 2,
+        backend: Backend::Embedded,
     }
 }
 

@@ -81,6 +81,97 @@ pub fn s2_data_set() -> Option<(PathBuf, PathBuf)> {
     }
 }
 
+/// A real Milvus server (the one milvus-lite 2.5.1 carries, set up in `.cache/milvus-lite`) on a
+/// free loopback port, with its data in a directory of its own; killed when dropped.
+pub struct MilvusServer {
+    child: std::process::Child,
+    pub url: String,
+    /// Where its data lives, so a restarted server finds it again.
+    pub data: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl MilvusServer {
+    /// The server binary, or [`missing`] and `None`.
+    #[track_caller]
+    pub fn binary() -> Option<PathBuf> {
+        let [binary] = require_all(
+            [repo_root().join(".cache/milvus-lite/milvus_lite/lib/milvus")],
+            "run scripts/setup.sh: it installs milvus-lite 2.5.1",
+        )?;
+        Some(binary)
+    }
+
+    /// Starts a server on fresh data and waits until it listens; [`missing`] and `None` without
+    /// the binary.
+    #[track_caller]
+    pub fn start() -> Option<Self> {
+        let binary = Self::binary()?;
+        let dir = tempfile::tempdir().expect("a directory for Milvus");
+        let data = dir.path().join("milvus.db");
+        let mut server = Self::start_on(&binary, &data, None);
+        server._dir = Some(dir);
+        Some(server)
+    }
+
+    /// Starts the server binary on `data` (a port of its own unless given) and waits for it.
+    pub fn start_on(binary: &Path, data: &Path, port: Option<u16>) -> Self {
+        let port = port.unwrap_or_else(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .map(|address| address.port())
+                .expect("a free port")
+        });
+        let lib = binary.parent().expect("the binary's directory");
+        let work = data.parent().expect("the data's directory");
+        let child = std::process::Command::new(binary)
+            .arg(data)
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("ERROR")
+            .env("LD_LIBRARY_PATH", lib)
+            .current_dir(work)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the Milvus server starts");
+        let server = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            data: data.to_path_buf(),
+            _dir: None,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the Milvus server did not listen on port {port} within 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        server
+    }
+
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// `kill -9`, and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for MilvusServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

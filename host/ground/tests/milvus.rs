@@ -1,0 +1,209 @@
+//! The Milvus backend against a real Milvus server (the one milvus-lite 2.5.1 carries): the same
+//! hits as the embedded backend, ties included; a re-sync adds nothing; a stale or unreachable
+//! Milvus is an error naming the URL, never an empty answer.
+
+use std::path::{Path, PathBuf};
+
+use orbhash_ground::archive::Archive;
+use orbhash_ground::bench::{synthetic_stream_of, SyntheticStream};
+use orbhash_ground::ingest::{ingest_files, IngestOptions};
+use orbhash_ground::milvus::{Milvus, MilvusConfig};
+use orbhash_ground::search::{run_query, Backend, Method, Query, QuerySpec, SearchSpec};
+use orbhash_ground::GroundError;
+use orbhash_test_support::MilvusServer;
+use orbhash_wire::{Code, ModelId};
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+
+const RECORDS: usize = 3_000;
+const SCENES: usize = 3;
+/// Queries per combination of spec and filter: random codes and archived ones.
+const QUERIES: usize = 1_000;
+
+fn model_id(bits: u16) -> ModelId {
+    let mut id = *b"milvus00";
+    id[5..8].copy_from_slice(format!("{bits:03}").as_bytes());
+    ModelId(id)
+}
+
+/// An archive of `RECORDS` random `bits`-bit codes over `SCENES` scenes.
+fn archive_of(dir: &Path, bits: u16) -> PathBuf {
+    let stream = synthetic_stream_of(
+        &SyntheticStream {
+            records: RECORDS,
+            bits,
+            tiles_per_scene: RECORDS / SCENES,
+            model_id: model_id(bits),
+            apid: 1,
+            epoch: u32::from(bits),
+        },
+        None,
+    )
+    .expect("generates");
+    let file = dir.join(format!("{bits}.bin"));
+    std::fs::write(&file, stream).expect("writes");
+    let archive = dir.join(format!("archive-{bits}"));
+    ingest_files(&archive, &[file], IngestOptions::default(), None).expect("ingests");
+    archive
+}
+
+fn query(codes: &[Code], spec: SearchSpec, backend: Backend) -> Query {
+    Query {
+        queries: codes.iter().cloned().map(QuerySpec::Code).collect(),
+        model: None,
+        spec,
+        labels: Vec::new(),
+        same_label: false,
+        scenes: Vec::new(),
+        time_from: None,
+        time_to: None,
+        method: Method::Scan,
+        threads: 2,
+        backend,
+    }
+}
+
+/// Each answer as (distance, record id) in rank order.
+fn hits(archive: &Path, query: &Query) -> Vec<Vec<(u32, i64)>> {
+    run_query(archive, query)
+        .expect("query")
+        .answers
+        .iter()
+        .map(|answer| {
+            answer
+                .matches
+                .iter()
+                .map(|m| (m.distance, m.record.id))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn both_backends_return_identical_hits_at_every_code_length() {
+    let Some(server) = MilvusServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = MilvusConfig::new(server.url.clone());
+    for bits in [16u16, 32, 64, 128] {
+        let archive_dir = archive_of(dir.path(), bits);
+        let archive = Archive::open(&archive_dir).expect("opens");
+        let model = archive.model(model_id(bits)).expect("model");
+        let milvus = Milvus::connect(&config).expect("connects");
+        let first = milvus.sync(&archive, &model).expect("syncs");
+        assert_eq!(first.records_written, RECORDS as u64);
+        // Idempotent: a second sync, and one from a high-water mark reset to zero, add nothing.
+        assert_eq!(
+            milvus
+                .sync(&archive, &model)
+                .expect("syncs")
+                .records_written,
+            0
+        );
+        milvus.rebuild(&archive, &model).expect("rebuilds");
+        assert_eq!(milvus.count(&model).expect("counts"), RECORDS as u64);
+
+        // Random codes, and archived codes (distance-0 hits, and their ties).
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(u64::from(bits));
+        let archived = run_query(
+            &archive_dir,
+            &query(
+                &[Code::from_bytes(bits, &vec![0u8; usize::from(bits) / 8]).expect("code")],
+                SearchSpec::top_k(QUERIES / 2),
+                Backend::Embedded,
+            ),
+        )
+        .expect("query");
+        let mut codes: Vec<Code> = archived.answers[0]
+            .matches
+            .iter()
+            .map(|m| {
+                let bytes = orbhash_wire::hex::decode(&m.record.code).expect("hex");
+                Code::from_bytes(bits, &bytes).expect("code")
+            })
+            .collect();
+        while codes.len() < QUERIES {
+            let mut bytes = vec![0u8; usize::from(bits) / 8];
+            rng.fill_bytes(&mut bytes);
+            codes.push(Code::from_bytes(bits, &bytes).expect("code"));
+        }
+        let radius = u32::from(bits) / 4;
+        let specs = [
+            SearchSpec::top_k(10),
+            SearchSpec::within(radius),
+            SearchSpec {
+                k: Some(5),
+                radius: Some(radius),
+            },
+        ];
+        for spec in specs {
+            for filter in 0..4 {
+                let mut embedded = query(&codes, spec, Backend::Embedded);
+                match filter {
+                    1 => embedded.labels = vec!["3".into(), "7".into()],
+                    2 => embedded.scenes = vec![1],
+                    3 => {
+                        embedded.time_from = Some(1_700_000_000_000 + 60_000);
+                        embedded.time_to = Some(1_700_000_000_000 + 2 * 60_000);
+                    }
+                    _ => {}
+                }
+                let mut remote = embedded.clone();
+                remote.backend = Backend::Milvus(config.clone());
+                let expected = hits(&archive_dir, &embedded);
+                let found = hits(&archive_dir, &remote);
+                assert!(
+                    expected.iter().any(|answer| !answer.is_empty()),
+                    "{bits} bits, {spec:?}, filter {filter}: nothing to compare"
+                );
+                for (at, (want, got)) in expected.iter().zip(&found).enumerate() {
+                    assert_eq!(
+                        want, got,
+                        "{bits} bits, {spec:?}, filter {filter}, query {at}: the backends differ"
+                    );
+                }
+                assert_eq!(expected.len(), found.len());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_stale_or_unreachable_milvus_is_an_error_never_an_empty_answer() {
+    let Some(mut server) = MilvusServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive_dir = archive_of(dir.path(), 64);
+    let config = MilvusConfig {
+        timeout: std::time::Duration::from_secs(5),
+        ..MilvusConfig::new(server.url.clone())
+    };
+    let code = Code::from_bytes(64, &[0u8; 8]).expect("code");
+    let remote = query(
+        &[code],
+        SearchSpec::top_k(5),
+        Backend::Milvus(config.clone()),
+    );
+    // Never synced: the collection does not hold the archive's codes.
+    match run_query(&archive_dir, &remote) {
+        Err(GroundError::MilvusBehind { held, archived, .. }) => {
+            assert_eq!((held, archived), (0, RECORDS as u64));
+        }
+        other => panic!("a stale collection was searched: {other:?}"),
+    }
+    let archive = Archive::open(&archive_dir).expect("opens");
+    let model = archive.model(model_id(64)).expect("model");
+    Milvus::connect(&config)
+        .expect("connects")
+        .sync(&archive, &model)
+        .expect("syncs");
+    assert_eq!(hits(&archive_dir, &remote)[0].len(), 5);
+    // Down: the error names the URL.
+    server.kill();
+    let error = run_query(&archive_dir, &remote).expect_err("Milvus is down");
+    assert!(
+        error.to_string().contains(&server.url),
+        "the error does not name the server: {error}"
+    );
+}
