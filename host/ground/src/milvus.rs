@@ -248,7 +248,13 @@ impl Milvus {
     /// Writes `model`'s records above the high-water mark to its collection; idempotent.
     pub fn sync(&self, archive: &Archive, model: &ModelInfo) -> Result<SyncReport> {
         let name = self.ensure_collection(model)?;
-        let high_water = high_water(archive, &self.config.url, model.model_id)?;
+        let mut high_water = high_water(archive, &self.config.url, model.model_id)?;
+        // A server that lost acknowledged writes (killed before it persisted them, restored from
+        // an old backup) holds fewer codes than the mark says: everything is written again
+        // (upserts, so nothing doubles).
+        if high_water > 0 && self.count(model)? < records_up_to(archive, model, high_water)? {
+            high_water = 0;
+        }
         let mut report = SyncReport {
             records_written: 0,
             high_water,
@@ -669,6 +675,22 @@ impl Batch {
             FieldData::int64(CAPTURE, self.captures),
         ]
     }
+}
+
+/// Records of `model` with ids up to `id`.
+fn records_up_to(archive: &Archive, model: &ModelInfo, id: i64) -> Result<u64> {
+    archive
+        .connection()
+        .query_row(
+            "SELECT COUNT(*) FROM records WHERE model_ref = ?1 AND id <= ?2",
+            params![model.model_ref, id],
+            |row| row.get::<_, i64>(0),
+        )
+        .map(|count| u64::try_from(count).unwrap_or(0))
+        .map_err(|source| GroundError::Sqlite {
+            path: archive.db_path().to_path_buf(),
+            source,
+        })
 }
 
 fn high_water(archive: &Archive, url: &str, model: ModelId) -> Result<i64> {

@@ -207,3 +207,167 @@ fn a_stale_or_unreachable_milvus_is_an_error_never_an_empty_answer() {
         "the error does not name the server: {error}"
     );
 }
+
+#[test]
+fn a_milvus_killed_mid_sync_and_restarted_ends_with_every_code_once() {
+    let Some(binary) = MilvusServer::binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("milvus.db");
+    let mut server = MilvusServer::start_on(&binary, &data, None);
+    let port = server.port();
+    let records = 60_000usize;
+    let stream = synthetic_stream_of(
+        &SyntheticStream {
+            records,
+            bits: 64,
+            tiles_per_scene: 20_000,
+            model_id: model_id(64),
+            apid: 2,
+            epoch: 9,
+        },
+        None,
+    )
+    .expect("generates");
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, stream).expect("writes");
+    let archive_dir = dir.path().join("archive");
+    ingest_files(&archive_dir, &[file], IngestOptions::default(), None).expect("ingests");
+    let config = MilvusConfig {
+        timeout: std::time::Duration::from_secs(10),
+        ..MilvusConfig::new(server.url.clone())
+    };
+
+    // Sync in the background; kill -9 the server once its first batch has landed.
+    let syncing = {
+        let (archive_dir, config) = (archive_dir.clone(), config.clone());
+        std::thread::spawn(move || {
+            let archive = Archive::open(&archive_dir).expect("opens");
+            let model = archive.model(model_id(64)).expect("model");
+            Milvus::connect(&config)?.sync(&archive, &model)
+        })
+    };
+    let watcher = Milvus::connect(&config).expect("connects");
+    let model = Archive::open(&archive_dir)
+        .expect("opens")
+        .model(model_id(64))
+        .expect("model");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while watcher.count(&model).unwrap_or(0) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    server.kill();
+    let interrupted = syncing.join().expect("the sync thread");
+    println!(
+        "sync when the server was killed: {}",
+        match &interrupted {
+            Ok(report) => format!("had finished ({} written)", report.records_written),
+            Err(error) => format!("interrupted: {error}"),
+        }
+    );
+
+    // Restarted on its data: a sync completes it; every code once, and search agrees.
+    let _server = MilvusServer::start_on(&binary, &data, Some(port));
+    let archive = Archive::open(&archive_dir).expect("opens");
+    let milvus = Milvus::connect(&config).expect("reconnects");
+    milvus
+        .sync(&archive, &model)
+        .expect("syncs after the restart");
+    assert_eq!(milvus.count(&model).expect("counts"), records as u64);
+    let codes: Vec<Code> = (0..50u64)
+        .map(|i| {
+            Code::from_bytes(64, &i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes())
+                .expect("code")
+        })
+        .collect();
+    let embedded = query(&codes, SearchSpec::top_k(10), Backend::Embedded);
+    let mut remote = embedded.clone();
+    remote.backend = Backend::Milvus(config);
+    assert_eq!(hits(&archive_dir, &embedded), hits(&archive_dir, &remote));
+}
+
+/// The command line as an operator runs it: `ingest --milvus` writes both, `query --milvus`
+/// answers as the embedded backend does, `index sync` has nothing left to write.
+#[test]
+fn ingest_and_query_with_milvus_from_the_command_line() {
+    let Some(server) = MilvusServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stream = synthetic_stream_of(
+        &SyntheticStream {
+            records: 2_000,
+            bits: 32,
+            tiles_per_scene: 1_000,
+            model_id: model_id(32),
+            apid: 3,
+            epoch: 4,
+        },
+        None,
+    )
+    .expect("generates");
+    let file = dir.path().join("pass.bin");
+    std::fs::write(&file, stream).expect("writes");
+    let archive = dir.path().join("archive");
+    let ground = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_orbhash-ground"))
+            .args(args)
+            .output()
+            .expect("runs orbhash-ground");
+        assert!(
+            output.status.success(),
+            "orbhash-ground {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let archive_arg = archive.to_str().expect("utf-8");
+    let file_arg = file.to_str().expect("utf-8");
+    ground(&[
+        "ingest",
+        "--archive",
+        archive_arg,
+        "--milvus",
+        &server.url,
+        file_arg,
+    ]);
+    // Ingested twice: the archive and Milvus both add nothing.
+    ground(&[
+        "ingest",
+        "--archive",
+        archive_arg,
+        "--milvus",
+        &server.url,
+        file_arg,
+    ]);
+    let sync = ground(&[
+        "index",
+        "sync",
+        "--archive",
+        archive_arg,
+        "--milvus",
+        &server.url,
+    ]);
+    assert!(sync.contains("2000"), "{sync}");
+    let answer = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "query",
+            "--archive",
+            archive_arg,
+            "--code",
+            "0f0f0f0f",
+            "-k",
+            "25",
+            "--scene",
+            "1",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let json: serde_json::Value = serde_json::from_str(&ground(&args)).expect("json");
+        json["answers"].clone()
+    };
+    let embedded = answer(&[]);
+    assert_eq!(embedded[0]["matches"].as_array().map(Vec::len), Some(25));
+    assert_eq!(embedded, answer(&["--milvus", &server.url]));
+}
