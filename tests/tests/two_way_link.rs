@@ -827,3 +827,43 @@ fn records_and_a_tasked_tile_cross_a_serial_line() {
         setup.logs()
     );
 }
+
+/// A ground station whose archive has a Milvus backend: every record the board delivers is
+/// searchable there once the contact ends (each commit wakes a sync).
+#[test]
+fn a_contact_with_milvus_leaves_every_delivered_code_searchable_there() {
+    let Some(milvus) = orbhash_test_support::MilvusServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let setup = setup(dir.path(), false);
+    let mut ground = setup.ground(1, "3s");
+    ground.args(["--milvus", &milvus.url]);
+    let mut ground = ground.spawn().expect("ground starts");
+    let board = setup.board(1, "0s").status().expect("board runs");
+    assert!(board.success(), "{}", setup.logs());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ground.try_wait().expect("polls").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ended = ground.try_wait().expect("polls");
+    kill(&mut ground);
+    assert!(
+        ended.is_some_and(|status| status.success()),
+        "{}",
+        setup.logs()
+    );
+    let archive = Archive::open_read_only(&setup.archive()).expect("opens");
+    let model = archive.models().expect("models").remove(0);
+    let held = orbhash_ground::milvus::Milvus::connect(&orbhash_ground::milvus::MilvusConfig::new(
+        milvus.url.clone(),
+    ))
+    .and_then(|client| client.count(&model))
+    .expect("counts");
+    assert_eq!(
+        held,
+        u64::from(TILES_PER_SIDE * TILES_PER_SIDE),
+        "{}",
+        setup.logs()
+    );
+}

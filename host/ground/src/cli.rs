@@ -107,6 +107,8 @@ pub struct ContactArgs {
     pub delivery: orbhash_link::args::DeliveryArgs,
     #[command(flatten)]
     pub simulation: orbhash_link::args::SimulationArgs,
+    #[command(flatten)]
+    pub milvus: MilvusArgs,
     /// Print the contact's summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -416,6 +418,7 @@ fn contact(args: &ContactArgs) -> anyhow::Result<()> {
         command_interval: args.command_interval,
         apid: args.apid,
         source: args.source,
+        milvus: args.milvus.config(),
     };
     eprintln!("orbhash ground: contact on {}", args.link);
     let summary = run_contact(&args.archive.archive, &options)?;

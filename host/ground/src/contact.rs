@@ -29,6 +29,7 @@ use serde::Serialize;
 
 use crate::archive::Archive;
 use crate::ingest::{ingest_reader, Committer, IngestOptions, StreamDecoder};
+use crate::milvus::{Follower, MilvusConfig};
 use crate::reports::ReportsTaken;
 use crate::tasks::{tile_of_file_name, QueuedCommand, TILES_DIR};
 use crate::{GroundError, Result};
@@ -50,6 +51,8 @@ pub struct ContactOptions {
     pub apid: u16,
     /// This ground station's PUS source id.
     pub source: u16,
+    /// A Milvus deployment that follows every commit (see [`crate::milvus`]).
+    pub milvus: Option<MilvusConfig>,
 }
 
 /// What a contact did, for the summary.
@@ -85,6 +88,8 @@ struct Station {
     broken: bool,
     archive_dir: PathBuf,
     ingest_options: IngestOptions,
+    /// Wakes the Milvus follower after each commit.
+    milvus: Option<std::sync::mpsc::Sender<()>>,
     tiles_dir: PathBuf,
     stream: u64,
     arriving: Option<Arriving>,
@@ -165,9 +170,10 @@ impl Station {
     fn ingest(&mut self, name: &str, path: &Path) -> Result<()> {
         if self.broken {
             self.arriving = None;
-            self.committer = Committer::new(
+            self.committer = committer(
                 Archive::open(&self.archive_dir)?,
-                self.ingest_options.clone(),
+                &self.ingest_options,
+                self.milvus.clone(),
             );
             self.broken = false;
         }
@@ -303,6 +309,21 @@ impl Consignee for Station {
     }
 }
 
+/// A committer that wakes the Milvus follower, if any, after each durable commit.
+fn committer(
+    archive: Archive,
+    options: &IngestOptions,
+    milvus: Option<std::sync::mpsc::Sender<()>>,
+) -> Committer {
+    let mut committer = Committer::new(archive, options.clone());
+    if let Some(wake) = milvus {
+        committer.on_commit(move |_| {
+            let _ = wake.send(());
+        });
+    }
+    committer
+}
+
 fn request_command<'a>(request: u32, tiles: &'a [TileRef]) -> Command<'a> {
     Command::RequestTiles {
         request,
@@ -317,12 +338,18 @@ pub fn run_contact(dir: &Path, options: &ContactOptions) -> Result<ContactSummar
         key: options.key.clone(),
         ..IngestOptions::default()
     };
-    let committer = Committer::new(archive, ingest_options.clone());
+    let follower = options
+        .milvus
+        .as_ref()
+        .map(|config| Follower::spawn(dir, config));
+    let waker = follower.as_ref().and_then(Follower::waker);
+    let committer = committer(archive, &ingest_options, waker.clone());
     let station = Rc::new(RefCell::new(Station {
         committer,
         broken: false,
         archive_dir: dir.to_path_buf(),
         ingest_options,
+        milvus: waker,
         tiles_dir: dir.join(TILES_DIR),
         stream: 0,
         arriving: None,
@@ -411,6 +438,18 @@ pub fn run_contact(dir: &Path, options: &ContactOptions) -> Result<ContactSummar
     summary.passes = session.passes();
     summary.total = inbox.account;
     summary.telecommands_sent = telecommands;
+    // The station (and its committer's hook) goes first, so the follower hears the end; the
+    // archive has everything, Milvus gets the rest now, or the next sync repairs it.
+    drop(inbox);
+    drop(station);
+    if let Some(follower) = follower {
+        if let Err(error) = follower.finish() {
+            eprintln!(
+                "orbhash ground: {}; `index sync` repairs it",
+                orbhash_cli::error_chain(&error)
+            );
+        }
+    }
     Ok(summary)
 }
 
