@@ -390,6 +390,26 @@ pub struct Query {
     pub backend: Backend,
 }
 
+impl Query {
+    /// `queries` under `spec` with no filter, on the embedded backend, its method chosen for the
+    /// archive, on every core.
+    pub fn new(queries: Vec<QuerySpec>, spec: SearchSpec) -> Self {
+        Self {
+            queries,
+            model: None,
+            spec,
+            labels: Vec::new(),
+            same_label: false,
+            scenes: Vec::new(),
+            time_from: None,
+            time_to: None,
+            method: Method::Auto,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            backend: Backend::Embedded,
+        }
+    }
+}
+
 /// One returned tile.
 #[derive(Debug, Clone, Serialize)]
 pub struct Match {

@@ -11,7 +11,7 @@ use orbhash_ground::bench::synthetic_stream;
 use orbhash_ground::ingest::{ingest_files, IngestOptions};
 use orbhash_ground::matrix::{CodeMatrix, MatrixSource};
 use orbhash_ground::search::{
-    brute_force, run_query, Backend, Filter, Method, Query, QuerySpec, SearchSpec,
+    brute_force, run_query, Filter, Method, Query, QuerySpec, SearchSpec,
 };
 use orbhash_ground::GroundError;
 use orbhash_wire::{pack_words, ModelId};
@@ -34,17 +34,9 @@ fn ingest(dir: &Path, stream: &[u8], name: &str) {
 
 fn query(queries: Vec<QuerySpec>, spec: SearchSpec) -> Query {
     Query {
-        queries,
-        model: None,
-        spec,
-        labels: Vec::new(),
-        same_label: false,
-        scenes: Vec::new(),
-        time_from: None,
-        time_to: None,
         method: Method::Scan,
         threads: 2,
-        backend: Backend::Embedded,
+        ..Query::new(queries, spec)
     }
 }
 

@@ -25,13 +25,13 @@ fn model_id(bits: u16) -> ModelId {
     ModelId(id)
 }
 
-/// An archive of `RECORDS` random `bits`-bit codes over `SCENES` scenes.
-fn archive_of(dir: &Path, bits: u16) -> PathBuf {
+/// A downlink file of `records` random `bits`-bit codes, `per_scene` tiles to a scene.
+fn pass_file(dir: &Path, name: &str, records: usize, bits: u16, per_scene: usize) -> PathBuf {
     let stream = synthetic_stream_of(
         &SyntheticStream {
-            records: RECORDS,
+            records,
             bits,
-            tiles_per_scene: RECORDS / SCENES,
+            tiles_per_scene: per_scene,
             model_id: model_id(bits),
             apid: 1,
             epoch: u32::from(bits),
@@ -39,8 +39,14 @@ fn archive_of(dir: &Path, bits: u16) -> PathBuf {
         None,
     )
     .expect("generates");
-    let file = dir.join(format!("{bits}.bin"));
+    let file = dir.join(name);
     std::fs::write(&file, stream).expect("writes");
+    file
+}
+
+/// An archive of `RECORDS` random `bits`-bit codes over `SCENES` scenes.
+fn archive_of(dir: &Path, bits: u16) -> PathBuf {
+    let file = pass_file(dir, &format!("{bits}.bin"), RECORDS, bits, RECORDS / SCENES);
     let archive = dir.join(format!("archive-{bits}"));
     ingest_files(&archive, &[file], IngestOptions::default(), None).expect("ingests");
     archive
@@ -48,17 +54,10 @@ fn archive_of(dir: &Path, bits: u16) -> PathBuf {
 
 fn query(codes: &[Code], spec: SearchSpec, backend: Backend) -> Query {
     Query {
-        queries: codes.iter().cloned().map(QuerySpec::Code).collect(),
-        model: None,
-        spec,
-        labels: Vec::new(),
-        same_label: false,
-        scenes: Vec::new(),
-        time_from: None,
-        time_to: None,
         method: Method::Scan,
         threads: 2,
         backend,
+        ..Query::new(codes.iter().cloned().map(QuerySpec::Code).collect(), spec)
     }
 }
 
@@ -218,20 +217,7 @@ fn a_milvus_killed_mid_sync_and_restarted_ends_with_every_code_once() {
     let mut server = MilvusServer::start_on(&binary, &data, None);
     let port = server.port();
     let records = 60_000usize;
-    let stream = synthetic_stream_of(
-        &SyntheticStream {
-            records,
-            bits: 64,
-            tiles_per_scene: 20_000,
-            model_id: model_id(64),
-            apid: 2,
-            epoch: 9,
-        },
-        None,
-    )
-    .expect("generates");
-    let file = dir.path().join("big.bin");
-    std::fs::write(&file, stream).expect("writes");
+    let file = pass_file(dir.path(), "big.bin", records, 64, 20_000);
     let archive_dir = dir.path().join("archive");
     ingest_files(&archive_dir, &[file], IngestOptions::default(), None).expect("ingests");
     let config = MilvusConfig {
@@ -295,20 +281,7 @@ fn ingest_and_query_with_milvus_from_the_command_line() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let stream = synthetic_stream_of(
-        &SyntheticStream {
-            records: 2_000,
-            bits: 32,
-            tiles_per_scene: 1_000,
-            model_id: model_id(32),
-            apid: 3,
-            epoch: 4,
-        },
-        None,
-    )
-    .expect("generates");
-    let file = dir.path().join("pass.bin");
-    std::fs::write(&file, stream).expect("writes");
+    let file = pass_file(dir.path(), "pass.bin", 2_000, 32, 1_000);
     let archive = dir.path().join("archive");
     let ground = |args: &[&str]| {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_orbhash-ground"))
