@@ -77,6 +77,11 @@ pub struct BenchArgs {
     pub ingest_records: usize,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Also time a Milvus deployment on the same codes (its collection `orbhash_benchmrk` is
+    /// replaced): latency at concurrency 1, 4 and 16, filters of 1 %, 10 % and 100 %
+    /// selectivity, load time and time until searchable; hits checked against the scan.
+    #[arg(long, value_name = "URL")]
+    pub milvus: Option<String>,
 }
 
 /// Generated codes: `n` codes around `classes` centres (drawn from `centre_seed`), noise from
@@ -359,6 +364,13 @@ fn bench_search(args: &BenchArgs, kind: &str, noise: u32) -> anyhow::Result<()> 
             Err(error) => println!("FAISS peer not run: {error:#}"),
         }
     }
+    if let Some(url) = &args.milvus {
+        let single_ms = single_s * 1e3 / single.max(1) as f64;
+        match bench_milvus(url, &matrix, &queries, spec, &reference, single_ms) {
+            Ok(milvus_rows) => rows.extend(milvus_rows),
+            Err(error) => println!("Milvus not benchmarked: {error:#}"),
+        }
+    }
     let mut table = Table::new(["method", "ms/query", "notes"]).align(&[
         Align::Left,
         Align::Right,
@@ -367,12 +379,192 @@ fn bench_search(args: &BenchArgs, kind: &str, noise: u32) -> anyhow::Result<()> 
     for row in &rows {
         table.row([
             row.name.clone(),
-            format!("{:.3}", row.ms_per_query),
+            if row.ms_per_query.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{:.3}", row.ms_per_query)
+            },
             row.note.clone(),
         ]);
     }
     print!("{table}");
     Ok(())
+}
+
+/// The p-th percentile (0..=100) of `values` (sorted here).
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let at = ((values.len().saturating_sub(1)) as f64 * p / 100.0).round() as usize;
+    values.get(at).copied().unwrap_or(f64::NAN)
+}
+
+/// Milvus on the same codes: load, time until searchable, then per-query latency (one query per
+/// call, as an operator's console sends them) at several concurrencies and filter
+/// selectivities, each checked against the scan's hits where there is no filter.
+fn bench_milvus(
+    url: &str,
+    matrix: &CodeMatrix,
+    queries: &[Vec<u64>],
+    spec: SearchSpec,
+    reference: &[Vec<Hit>],
+    single_scan_ms: f64,
+) -> anyhow::Result<Vec<Row>> {
+    use crate::archive::ModelInfo;
+    use crate::milvus::{Milvus, MilvusConfig};
+    let config = MilvusConfig::new(url);
+    let model = ModelInfo {
+        model_ref: 0,
+        model_id: matrix.model_id,
+        code_bits: matrix.bits,
+        label_set: None,
+        record_count: matrix.len() as u64,
+        max_record_id: matrix.max_record_id,
+        class_names: None,
+    };
+    let milvus = Milvus::connect(&config)?;
+    let load_s = milvus.load_matrix(&model, matrix)?;
+    let bytes = usize::from(matrix.bits) / 8;
+    let to_code = |words: &[u64]| -> anyhow::Result<Code> {
+        let bytes: Vec<u8> = words
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .take(bytes)
+            .collect();
+        Code::from_bytes(matrix.bits, &bytes).map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    // Searchable: the first code's own row found at distance 0.
+    let probe = to_code(matrix.code(0))?;
+    let started = Instant::now();
+    loop {
+        let hits = milvus.search(
+            &model,
+            std::slice::from_ref(&probe),
+            SearchSpec::top_k(1),
+            &Filter::default(),
+        )?;
+        if hits
+            .first()
+            .and_then(|h| h.first())
+            .is_some_and(|h| h.distance == 0)
+        {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed().as_secs() < 600,
+            "not searchable after 10 minutes"
+        );
+    }
+    let searchable_s = started.elapsed().as_secs_f64();
+    let codes: Vec<Code> = queries
+        .iter()
+        .map(|q| to_code(q))
+        .collect::<anyhow::Result<_>>()?;
+    // Exactness: Milvus's hits against the scan's (rows are ids - 1 in a generated matrix).
+    let found = milvus.search(&model, &codes, spec, &Filter::default())?;
+    let exact = found.iter().zip(reference).all(|(got, want)| {
+        got.len() == want.len()
+            && got.iter().zip(want).all(|(g, w)| {
+                g.distance == w.distance && matrix.ids.get(w.row as usize) == Some(&g.id)
+            })
+    });
+    let n = matrix.len();
+    let filters = [
+        ("100 %", Filter::default()),
+        (
+            "10 %",
+            Filter {
+                time_from: Some(0),
+                time_to: Some((n / 10) as u64),
+                ..Filter::default()
+            },
+        ),
+        (
+            "1 %",
+            Filter {
+                time_from: Some(0),
+                time_to: Some((n / 100) as u64),
+                ..Filter::default()
+            },
+        ),
+    ];
+    let mut rows = vec![Row {
+        name: "Milvus: load (upsert) and until searchable".to_string(),
+        ms_per_query: f64::NAN,
+        note: format!(
+            "{:.0} records/s loading, searchable {:.2} s after the last upsert; {}",
+            n as f64 / load_s.max(1e-9),
+            searchable_s,
+            if exact {
+                "exact: same hits as the scan"
+            } else {
+                "NOT EQUAL TO THE SCAN"
+            }
+        ),
+    }];
+    let per_client = (codes.len() / 4).max(1);
+    for (selectivity, filter) in &filters {
+        for concurrency in [1usize, 4, 16] {
+            let latencies = std::sync::Mutex::new(Vec::new());
+            let failure = std::sync::Mutex::new(None::<String>);
+            let started = Instant::now();
+            std::thread::scope(|scope| {
+                for client in 0..concurrency {
+                    let (codes, config, model, latencies, failure) =
+                        (&codes, &config, &model, &latencies, &failure);
+                    scope.spawn(move || {
+                        let run = || -> crate::Result<Vec<f64>> {
+                            let milvus = Milvus::connect(config)?;
+                            let mut own = Vec::new();
+                            for code in codes.iter().cycle().skip(client).take(per_client) {
+                                let started = Instant::now();
+                                milvus.search(model, std::slice::from_ref(code), spec, filter)?;
+                                own.push(started.elapsed().as_secs_f64() * 1e3);
+                            }
+                            Ok(own)
+                        };
+                        match run() {
+                            Ok(own) => latencies
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .extend(own),
+                            Err(error) => {
+                                *failure
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                                    Some(error.to_string())
+                            }
+                        }
+                    });
+                }
+            });
+            let wall = started.elapsed().as_secs_f64();
+            if let Some(error) = failure
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+            {
+                anyhow::bail!("{error}");
+            }
+            let mut latencies = latencies
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let count = latencies.len();
+            let p50 = percentile(&mut latencies, 50.0);
+            let p99 = percentile(&mut latencies, 99.0);
+            let versus = format!(
+                ", p50 {:.0}× the embedded scan's one-query time",
+                p50 / single_scan_ms
+            );
+            rows.push(Row {
+                name: format!("Milvus, filter {selectivity}, {concurrency} client(s)"),
+                ms_per_query: p50,
+                note: format!(
+                    "p50 {p50:.2} ms, p99 {p99:.2} ms, {:.0} queries/s over {count}{versus}",
+                    count as f64 / wall
+                ),
+            });
+        }
+    }
+    Ok(rows)
 }
 
 /// Runs the FAISS script; returns (name ending in `<threads>t`, ms/query, note) rows.

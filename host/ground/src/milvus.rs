@@ -300,6 +300,56 @@ impl Milvus {
         Ok(())
     }
 
+    /// Replaces `model`'s collection with the codes of `matrix` (benchmarks: codes generated
+    /// without an archive); returns the seconds the upserts took.
+    pub fn load_matrix(
+        &self,
+        model: &ModelInfo,
+        matrix: &crate::matrix::CodeMatrix,
+    ) -> Result<f64> {
+        let name = collection_name(model.model_id);
+        if self.has_collection(&name)? {
+            let request = DropCollectionRequest::builder()
+                .collection_name(name.clone())
+                .build()
+                .map_err(|e| self.fail("drop-collection", e))?;
+            self.call("drop-collection", self.client.drop_collection(request))?;
+        }
+        self.ensure_collection(model)?;
+        let started = std::time::Instant::now();
+        let bytes_per_code = usize::from(matrix.bits) / 8;
+        let mut batch = Batch::default();
+        for row in 0..matrix.len() {
+            let code: Vec<u8> = matrix
+                .code(row)
+                .iter()
+                .flat_map(|word| word.to_le_bytes())
+                .take(bytes_per_code)
+                .collect();
+            batch.push(&crate::archive::MatrixRow {
+                id: matrix.ids.get(row).copied().unwrap_or_default(),
+                code: &code,
+                label: matrix.labels.get(row).copied().unwrap_or_default(),
+                scene_id: matrix.scenes.get(row).copied().unwrap_or_default(),
+                tile_id: matrix.tiles.get(row).copied().unwrap_or_default(),
+                capture_time_ms: matrix.times.get(row).copied().unwrap_or_default(),
+            });
+            if batch.len() >= SYNC_BATCH || row + 1 == matrix.len() {
+                let rows = InsertRequest::builder()
+                    .collection_name(name.clone())
+                    .columns(std::mem::take(&mut batch).into_columns())
+                    .build()
+                    .map_err(|e| self.fail("upsert", e))?;
+                let request = UpsertRequest::builder()
+                    .insert(rows)
+                    .build()
+                    .map_err(|e| self.fail("upsert", e))?;
+                self.call("upsert", self.client.upsert(request))?;
+            }
+        }
+        Ok(started.elapsed().as_secs_f64())
+    }
+
     /// Drops `model`'s collection and writes it again from the archive.
     pub fn rebuild(&self, archive: &Archive, model: &ModelInfo) -> Result<SyncReport> {
         let name = collection_name(model.model_id);
