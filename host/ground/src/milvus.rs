@@ -282,10 +282,18 @@ impl Milvus {
         let Some(last) = batch.ids.last().copied() else {
             return Ok(());
         };
-        let columns = std::mem::take(batch).into_columns();
+        report.records_written += self.upsert(name, std::mem::take(batch))?;
+        // Raised only once Milvus has the batch: a crash before this line rewrites it next time.
+        set_high_water(archive, &self.config.url, model.model_id, last)?;
+        report.high_water = last;
+        Ok(())
+    }
+
+    /// Writes `batch` (replacing rows of the same ids); the rows written.
+    fn upsert(&self, name: &str, batch: Batch) -> Result<u64> {
         let rows = InsertRequest::builder()
             .collection_name(name)
-            .columns(columns)
+            .columns(batch.into_columns())
             .build()
             .map_err(|e| self.fail("upsert", e))?;
         let request = UpsertRequest::builder()
@@ -293,10 +301,18 @@ impl Milvus {
             .build()
             .map_err(|e| self.fail("upsert", e))?;
         let written = self.call("upsert", self.client.upsert(request))?;
-        report.records_written += written.upsert_count() as u64;
-        // Raised only once Milvus has the batch: a crash before this line rewrites it next time.
-        set_high_water(archive, &self.config.url, model.model_id, last)?;
-        report.high_water = last;
+        Ok(u64::try_from(written.upsert_count()).unwrap_or(0))
+    }
+
+    /// Drops collection `name` if it exists.
+    fn drop_collection(&self, name: &str) -> Result<()> {
+        if self.has_collection(name)? {
+            let request = DropCollectionRequest::builder()
+                .collection_name(name)
+                .build()
+                .map_err(|e| self.fail("drop-collection", e))?;
+            self.call("drop-collection", self.client.drop_collection(request))?;
+        }
         Ok(())
     }
 
@@ -308,13 +324,7 @@ impl Milvus {
         matrix: &crate::matrix::CodeMatrix,
     ) -> Result<f64> {
         let name = collection_name(model.model_id);
-        if self.has_collection(&name)? {
-            let request = DropCollectionRequest::builder()
-                .collection_name(name.clone())
-                .build()
-                .map_err(|e| self.fail("drop-collection", e))?;
-            self.call("drop-collection", self.client.drop_collection(request))?;
-        }
+        self.drop_collection(&name)?;
         self.ensure_collection(model)?;
         let started = std::time::Instant::now();
         let bytes_per_code = usize::from(matrix.bits) / 8;
@@ -335,16 +345,7 @@ impl Milvus {
                 capture_time_ms: matrix.times.get(row).copied().unwrap_or_default(),
             });
             if batch.len() >= SYNC_BATCH || row + 1 == matrix.len() {
-                let rows = InsertRequest::builder()
-                    .collection_name(name.clone())
-                    .columns(std::mem::take(&mut batch).into_columns())
-                    .build()
-                    .map_err(|e| self.fail("upsert", e))?;
-                let request = UpsertRequest::builder()
-                    .insert(rows)
-                    .build()
-                    .map_err(|e| self.fail("upsert", e))?;
-                self.call("upsert", self.client.upsert(request))?;
+                self.upsert(&name, std::mem::take(&mut batch))?;
             }
         }
         Ok(started.elapsed().as_secs_f64())
@@ -352,14 +353,7 @@ impl Milvus {
 
     /// Drops `model`'s collection and writes it again from the archive.
     pub fn rebuild(&self, archive: &Archive, model: &ModelInfo) -> Result<SyncReport> {
-        let name = collection_name(model.model_id);
-        if self.has_collection(&name)? {
-            let request = DropCollectionRequest::builder()
-                .collection_name(name)
-                .build()
-                .map_err(|e| self.fail("drop-collection", e))?;
-            self.call("drop-collection", self.client.drop_collection(request))?;
-        }
+        self.drop_collection(&collection_name(model.model_id))?;
         set_high_water(archive, &self.config.url, model.model_id, 0)?;
         self.sync(archive, model)
     }
